@@ -1,0 +1,68 @@
+"""Every API error in one shape: {"error": message, "code": machine_code, "details": {...}}."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from runs.engine.errors import EngineError
+from workflows.definitions import DefinitionError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(message: str, code: str, details: dict | None = None) -> dict:
+    return {"error": message, "code": code, "details": details or {}}
+
+
+def _flatten(detail) -> str:
+    if isinstance(detail, list):
+        return "; ".join(_flatten(d) for d in detail)
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
+    return str(detail)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, EngineError):
+        set_rollback()
+        return Response(error_body(exc.message, exc.code, exc.details), status=exc.status)
+    if isinstance(exc, DefinitionError):
+        set_rollback()
+        return Response(
+            error_body(str(exc), "invalid_definition", {"errors": exc.errors}),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("request body too large", "too_large"), status=413)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.APIException):
+        set_rollback()
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        detail = exc.detail
+        details = {"fields": detail} if isinstance(detail, dict) else {}
+        code = exc.get_codes() if not isinstance(detail, dict | list) else exc.default_code
+        if isinstance(exc, exceptions.ValidationError):
+            code = "invalid"
+        return Response(
+            error_body(_flatten(detail), str(code), details),
+            status=exc.status_code,
+            headers=headers,
+        )
+    logger.exception("unhandled API error", exc_info=exc)
+    set_rollback()
+    return Response(error_body("internal server error", "server_error"), status=500)
+
+
+def json_error(status_code: int, message: str, code: str) -> JsonResponse:
+    return JsonResponse(error_body(message, code), status=status_code)

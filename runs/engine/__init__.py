@@ -1,0 +1,19 @@
+"""The Trellis engine.
+
+Lifecycle of a run:
+  1. `run_start` (runs.services) creates the run `pending` and, in the same transaction
+     holding the workflow row, admits it (`admission.admit`): `running` when a slot is
+     free under `max_active_runs` and the global cap, else `queued` (or skipped/cancelling
+     others, per `overlap`). Admission creates the step rows and queues the root steps.
+  2. Queued steps go to django-q2 (`dispatch.enqueue_steps`, after commit). A worker
+     claims one with a compare-and-set (`transitions.step_claim`), runs it
+     (`executors`), renewing a lease while it runs, then finishes it
+     (`transitions.step_finish`) with the run row locked: that is where fan-in is
+     decided, so a join step is queued exactly once.
+  3. The worker runs the first newly-ready step itself (no broker hop) and enqueues the rest.
+  4. When no step is open any more the run gets its terminal status.
+  5. The ticker (`ticker.tick`, in every `trellis worker`) enqueues due retries, reaps
+     expired leases (retry or `worker_lost`), times out runs and approvals, admits
+     queued and scheduled runs and fires cron schedules.
+Every transition is a guarded UPDATE and writes its RunEvent rows in the same transaction.
+"""

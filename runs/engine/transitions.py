@@ -1,0 +1,624 @@
+"""Every state change of runs and step runs, in one place.
+
+Each transition runs inside `locked_run` (the run row locked), moves rows with a guarded
+UPDATE (`... WHERE status = <expected>`), and records RunEvent rows in the same
+transaction. A transition that finds the row already moved does nothing, so a task
+delivered twice, or two workers racing, is harmless.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from runs.engine.errors import Conflict, Forbidden, NotFound
+from runs.engine.events import RunTx, locked_run
+from runs.engine.plan import Plan, plan_for, retry_delay, retry_policy
+from runs.models import Approval, Run, RunEvent, StepAttempt, StepOutput, StepRun
+from runs.status import (
+    RUN_ACTIVE,
+    RUN_NOT_STARTED,
+    RUN_RESUMABLE,
+    RUN_TERMINAL,
+    FailureReason,
+    RunStatus,
+    StepStatus,
+)
+from workflows.definitions import step_kind
+from workflows.models import Workflow
+
+Ready = list[tuple[int, str]]  # (step_run_id, run_id) pairs to hand to workers
+
+
+def lease_seconds() -> float:
+    return settings.TRELLIS["LEASE_SECONDS"]
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    outputs: dict = field(default_factory=dict)
+    row_count: int | None = None
+    reason: str = ""
+    error: str = ""
+    exit_code: int | None = None
+    retryable: bool = True
+
+
+# --- admission ---------------------------------------------------------------------------
+
+
+def free_slots(workflow: Workflow) -> tuple[int, int]:
+    """(slots under the workflow's max_active_runs, slots under the global cap)."""
+    cap = settings.TRELLIS["MAX_CONCURRENT_RUNS"]
+    global_free = cap - Run.objects.filter(status__in=RUN_ACTIVE).count()
+    limit = workflow.definition.get("max_active_runs")
+    if not limit:
+        return global_free, global_free
+    active = Run.objects.filter(workflow=workflow, status__in=RUN_ACTIVE).count()
+    return limit - active, global_free
+
+
+def admit_new_run(workflow: Workflow, run: Run) -> Ready:
+    """Admit a just-created run; the caller holds the workflow row lock."""
+    workflow_free, global_free = free_slots(workflow)
+    if workflow_free <= 0:
+        overlap = workflow.definition.get("overlap", "queue")
+        if overlap == "skip":
+            run_stop(run.pk, reason=FailureReason.SKIPPED_OVERLAP, error="max_active_runs reached")
+            return []
+        if overlap == "cancel_running":
+            _cancel_oldest_active(workflow, count=1 - workflow_free)
+            workflow_free = 1
+    if workflow_free <= 0 or global_free <= 0:
+        with locked_run(run.pk) as tx:
+            if tx.run.status == RunStatus.PENDING:
+                tx.run_status(RunStatus.QUEUED)
+        return []
+    return start_run(run.pk)
+
+
+def admit_waiting(workflow_id: int) -> Ready:
+    """Start the oldest waiting runs of a workflow that fit in the free slots."""
+    now = timezone.now()
+    with transaction.atomic():
+        workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+        slots = min(free_slots(workflow))
+        if slots <= 0:
+            return []
+        waiting = (
+            Run.objects.filter(workflow=workflow, status__in=RUN_NOT_STARTED)
+            .filter(Q(start_at__isnull=True) | Q(start_at__lte=now))
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:slots]
+        )
+        ready: Ready = []
+        for run_id in list(waiting):
+            ready += start_run(run_id)
+    return ready
+
+
+def _cancel_oldest_active(workflow: Workflow, count: int) -> None:
+    oldest = Run.objects.filter(workflow=workflow, status__in=RUN_ACTIVE).order_by("created_at")
+    for run_id in list(oldest.values_list("pk", flat=True)[:count]):
+        run_stop(run_id, reason="overlap_cancel", error="cancelled by a newer run (overlap)")
+
+
+def start_run(run_id: str) -> Ready:
+    """pending/queued/scheduled -> running: create step rows if needed, queue root steps."""
+    now = timezone.now()
+    with locked_run(run_id) as tx:
+        run = tx.run
+        if run.status not in RUN_NOT_STARTED:
+            return []
+        plan = plan_for(run.version)
+        steps = list(StepRun.objects.filter(run_id=run_id))
+        if not steps:
+            steps = StepRun.objects.bulk_create(_new_step_rows(run, plan))
+        timeout = run.version.definition.get("timeout")
+        tx.set_run(
+            started_at=run.started_at or now,
+            deadline_at=now + timedelta(seconds=timeout) if timeout else None,
+        )
+        tx.run_status(RunStatus.RUNNING)
+        return advance(tx, steps, plan)
+
+
+def _new_step_rows(run: Run, plan: Plan) -> list[StepRun]:
+    rows = []
+    for position, step_id in enumerate(plan.order):
+        spec = plan.step(step_id)
+        rows.append(
+            StepRun(
+                run=run,
+                step_id=step_id,
+                kind=step_kind(spec),
+                position=position,
+                max_attempts=retry_policy(spec)["max_attempts"],
+                continue_on_failure=bool(spec.get("continue_on_failure")),
+            )
+        )
+    return rows
+
+
+# --- moving steps forward ----------------------------------------------------------------
+
+
+def _dependency_state(step: StepRun, by_id: dict[str, StepRun], plan: Plan) -> str:
+    """'ready', 'blocked' (can never run) or 'waiting'."""
+    state = "ready"
+    for dep in plan.graph[step.step_id]:
+        upstream = by_id[dep]
+        if upstream.status == StepStatus.SUCCEEDED:
+            continue
+        if upstream.status == StepStatus.FAILED and upstream.continue_on_failure:
+            continue
+        if upstream.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
+            return "blocked"
+        state = "waiting"
+    return state
+
+
+def advance(tx: RunTx, steps: list[StepRun], plan: Plan) -> Ready:
+    """Queue every pending step whose upstream is done, skip those that can never run,
+    then settle the run's status. Called with the run locked, so this decides fan-in once."""
+    if tx.run.status in RUN_TERMINAL:
+        return []
+    by_id = {step.step_id: step for step in steps}
+    now = timezone.now()
+    changes: dict[str, list[StepRun]] = {
+        StepStatus.QUEUED: [],
+        StepStatus.WAITING_APPROVAL: [],
+        StepStatus.SKIPPED: [],
+    }
+    changed = True
+    while changed:  # skips cascade down the graph
+        changed = False
+        for step in steps:
+            if step.status != StepStatus.PENDING:
+                continue
+            state = _dependency_state(step, by_id, plan)
+            if state == "waiting":
+                continue
+            if state == "blocked":
+                new = StepStatus.SKIPPED
+            elif step.kind == "approval":
+                new = StepStatus.WAITING_APPROVAL
+            else:
+                new = StepStatus.QUEUED
+            step.status = new
+            changes[new].append(step)
+            changed = True
+    _apply_step_changes(tx, changes, now)
+    _settle_run(tx, steps, now)
+    return [(step.pk, tx.run.pk) for step in changes[StepStatus.QUEUED]]
+
+
+def _apply_step_changes(tx: RunTx, changes: dict[str, list[StepRun]], now) -> None:
+    queued, waiting, skipped = (
+        changes[StepStatus.QUEUED],
+        changes[StepStatus.WAITING_APPROVAL],
+        changes[StepStatus.SKIPPED],
+    )
+    if queued:
+        StepRun.objects.filter(pk__in=[s.pk for s in queued]).update(
+            status=StepStatus.QUEUED, enqueued_at=now, not_before=None
+        )
+    if waiting:
+        StepRun.objects.filter(pk__in=[s.pk for s in waiting]).update(
+            status=StepStatus.WAITING_APPROVAL,
+            waiting_since=now,
+            started_at=now,
+            attempt=F("attempt") + 1,
+        )
+    if skipped:
+        StepRun.objects.filter(pk__in=[s.pk for s in skipped]).update(
+            status=StepStatus.SKIPPED, reason=FailureReason.UPSTREAM_FAILED, finished_at=now
+        )
+    for status, rows in changes.items():
+        for step in rows:
+            tx.step_status(step.step_id, status)
+
+
+def _settle_run(tx: RunTx, steps: list[StepRun], now) -> None:
+    statuses = [step.status for step in steps]
+    open_steps = [
+        s
+        for s in statuses
+        if s
+        not in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED)
+    ]
+    if open_steps:
+        busy = any(s in (StepStatus.QUEUED, StepStatus.RUNNING) for s in open_steps)
+        target = RunStatus.RUNNING if busy else RunStatus.WAITING
+        if StepStatus.WAITING_APPROVAL not in open_steps:
+            target = RunStatus.RUNNING
+        if tx.run.status != target:
+            tx.run_status(target)
+        return
+    hard_failures = [
+        s
+        for s in steps
+        if s.status != StepStatus.SUCCEEDED
+        and not (s.status == StepStatus.FAILED and s.continue_on_failure)
+    ]
+    if hard_failures:
+        final, reason = RunStatus.FAILED, "step_failed"
+        failed = next((s for s in hard_failures if s.status == StepStatus.FAILED), hard_failures[0])
+        error = f"step {failed.step_id!r} {failed.status}"
+    elif any(s.status == StepStatus.FAILED for s in steps):
+        final, reason, error = RunStatus.PARTIALLY_SUCCEEDED, "continue_on_failure", ""
+    else:
+        final, reason, error = RunStatus.SUCCEEDED, "", ""
+    _finish_run(tx, final, reason, error, now)
+
+
+def _finish_run(tx: RunTx, status: str, reason: str, error: str, now) -> None:
+    started = tx.run.started_at or now
+    tx.set_run(
+        finished_at=now,
+        duration_ms=int((now - started).total_seconds() * 1000),
+        reason=reason,
+        error=error,
+    )
+    tx.run_status(status, reason=reason) if reason else tx.run_status(status)
+    workflow_id = tx.run.workflow_id
+    tx.after_commit.append(lambda: _after_run_finished(workflow_id))
+
+
+def _after_run_finished(workflow_id: int) -> None:
+    from runs.engine.dispatch import enqueue_admission
+
+    # Another run of this workflow may be waiting for the slot just freed.
+    if Run.objects.filter(workflow_id=workflow_id, status__in=RUN_NOT_STARTED).exists():
+        enqueue_admission(workflow_id)
+
+
+# --- step execution ----------------------------------------------------------------------
+
+
+def step_claim(step_run_id: int, run_id: str, worker: str) -> StepRun | None:
+    """queued -> running for one worker, starting a new attempt with a lease."""
+    now = timezone.now()
+    with locked_run(run_id) as tx:
+        if tx.run.status not in RUN_ACTIVE:
+            return None
+        claimed = (
+            StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .update(
+                status=StepStatus.RUNNING,
+                attempt=F("attempt") + 1,
+                started_at=now,
+                finished_at=None,
+                lease_expires_at=now + timedelta(seconds=lease_seconds()),
+                worker=worker,
+            )
+        )
+        if claimed != 1:
+            return None
+        step = StepRun.objects.get(pk=step_run_id)
+        StepAttempt.objects.create(
+            step_run=step,
+            number=step.attempt,
+            status=StepStatus.RUNNING,
+            started_at=now,
+            worker=worker,
+        )
+        tx.step_status(step.step_id, StepStatus.RUNNING, attempt=step.attempt)
+        if tx.run.status != RunStatus.RUNNING:
+            tx.run_status(RunStatus.RUNNING)
+        step.run = tx.run
+        return step
+
+
+def step_finish(step: StepRun, outcome: Outcome, *, lease_expired: bool = False) -> Ready:
+    """running -> succeeded | failed | queued (retry). Then queue what became ready."""
+    now = timezone.now()
+    with locked_run(step.run_id) as tx:
+        guard = StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt)
+        if lease_expired:
+            guard = guard.filter(lease_expires_at__lt=now)
+        plan = plan_for(tx.run.version)
+        retry = (
+            not outcome.ok
+            and outcome.retryable
+            and step.attempt < step.max_attempts
+            and tx.run.status in RUN_ACTIVE
+        )
+        new_status = (
+            StepStatus.SUCCEEDED
+            if outcome.ok
+            else StepStatus.QUEUED
+            if retry
+            else StepStatus.FAILED
+        )
+        fields = {
+            "status": new_status,
+            "lease_expires_at": None,
+            "exit_code": outcome.exit_code,
+            "reason": outcome.reason,
+            "error": outcome.error[-10_000:],
+        }
+        if retry:
+            delay = retry_delay(plan.step(step.step_id), step.attempt)
+            fields.update(not_before=now + timedelta(seconds=delay), enqueued_at=None)
+        else:
+            started = step.started_at or now
+            fields.update(
+                finished_at=now,
+                duration_ms=int((now - started).total_seconds() * 1000),
+                row_count=outcome.row_count,
+            )
+        moved = guard.update(**fields)
+        _close_attempt(step, outcome, now, lost=moved != 1)
+        if moved != 1:
+            return []
+        if outcome.ok:
+            _store_outputs(step, outcome.outputs)
+        event = {"attempt": step.attempt}
+        if outcome.reason:
+            event["reason"] = outcome.reason
+        if retry:
+            event["retry_at"] = fields["not_before"].isoformat()
+        tx.step_status(step.step_id, new_status, **event)
+        if retry or tx.run.status in RUN_TERMINAL:
+            return []
+        steps = list(StepRun.objects.filter(run_id=step.run_id))
+        return advance(tx, steps, plan)
+
+
+def _close_attempt(step: StepRun, outcome: Outcome, now, lost: bool) -> None:
+    if outcome.ok and not lost:
+        status = StepStatus.SUCCEEDED
+    elif outcome.reason == FailureReason.CANCELLED or (lost and outcome.ok):
+        status = StepStatus.CANCELLED
+    else:
+        status = StepStatus.FAILED
+    StepAttempt.objects.filter(step_run_id=step.pk, number=step.attempt).update(
+        status=status,
+        finished_at=now,
+        exit_code=outcome.exit_code,
+        reason=outcome.reason,
+        error=outcome.error[-10_000:],
+    )
+
+
+def _store_outputs(step: StepRun, outputs: dict) -> None:
+    StepOutput.objects.filter(step_run_id=step.pk).delete()
+    if outputs:
+        StepOutput.objects.bulk_create(
+            StepOutput(run_id=step.run_id, step_run_id=step.pk, key=str(key)[:200], value=value)
+            for key, value in outputs.items()
+        )
+
+
+def step_renew_lease(step: StepRun) -> bool:
+    """Heartbeat; False means the step is no longer ours (cancelled or reaped)."""
+    until = timezone.now() + timedelta(seconds=lease_seconds())
+    return (
+        StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
+            lease_expires_at=until
+        )
+        == 1
+    )
+
+
+def step_reap(step: StepRun) -> Ready:
+    """A running step whose lease expired: its worker is gone. Retry it or fail it."""
+    outcome = Outcome(
+        ok=False, reason=FailureReason.WORKER_LOST, error="worker lost (lease expired)"
+    )
+    return step_finish(step, outcome, lease_expired=True)
+
+
+# --- cancel, resume, rerun --------------------------------------------------------------
+
+
+def run_stop(
+    run_id: str,
+    *,
+    status: str = RunStatus.CANCELLED,
+    reason: str = FailureReason.CANCELLED,
+    error: str = "",
+    grace_seconds: float | None = None,
+    wait_for_running: bool = False,
+) -> Run:
+    """Cancel (or fail, for a run timeout) a run that has not finished."""
+    now = timezone.now()
+    with locked_run(run_id) as tx:
+        if tx.run.status in RUN_TERMINAL:
+            raise Conflict(f"run {run_id} is already {tx.run.status}", code="run_finished")
+        stopping = [StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING_APPROVAL]
+        if not wait_for_running:
+            stopping.append(StepStatus.RUNNING)
+        stopped = list(StepRun.objects.filter(run_id=run_id, status__in=stopping))
+        StepRun.objects.filter(pk__in=[s.pk for s in stopped]).update(
+            status=StepStatus.CANCELLED, reason=FailureReason.CANCELLED, finished_at=now
+        )
+        for step in stopped:
+            tx.step_status(step.step_id, StepStatus.CANCELLED)
+        tx.set_run(cancel_grace_seconds=grace_seconds)
+        _finish_run(tx, status, reason, error, now)
+        return tx.run
+
+
+def run_resume(run_id: str) -> Run:
+    """Re-run the failed, cancelled and skipped steps of a finished run, same run id."""
+    with locked_run(run_id) as tx:
+        if tx.run.status not in RUN_RESUMABLE:
+            raise Conflict(
+                f"only failed, partially_succeeded or cancelled runs can be resumed; "
+                f"run {run_id} is {tx.run.status}",
+                code="not_resumable",
+            )
+        steps = list(StepRun.objects.filter(run_id=run_id))
+        _refuse_if_running(steps, run_id)
+        keep = (StepStatus.SUCCEEDED,)
+        _reset_steps(tx, [s for s in steps if s.status not in keep])
+        _reopen_run(tx, action="resume")
+    return tx.run
+
+
+def rerun_plan(run: Run, from_step: str) -> list[str]:
+    plan = plan_for(run.version)
+    if from_step not in plan.steps:
+        raise NotFound(f"run {run.pk} has no step {from_step!r}", code="step_not_found")
+    targets = {from_step} | plan.downstream(from_step)
+    return [step_id for step_id in plan.order if step_id in targets]
+
+
+def run_rerun(run_id: str, from_step: str) -> Run:
+    """Run `from_step` and everything downstream of it again; keep the rest."""
+    with locked_run(run_id) as tx:
+        if tx.run.status not in RUN_TERMINAL:
+            raise Conflict(
+                f"run {run_id} is {tx.run.status}; rerun needs a finished run",
+                code="run_not_finished",
+            )
+        targets = set(rerun_plan(tx.run, from_step))
+        steps = list(StepRun.objects.filter(run_id=run_id))
+        _refuse_if_running(steps, run_id)
+        _reset_steps(tx, [s for s in steps if s.step_id in targets])
+        _reopen_run(tx, action="rerun", from_step=from_step)
+    return tx.run
+
+
+def _refuse_if_running(steps: list[StepRun], run_id: str) -> None:
+    running = [s.step_id for s in steps if s.status == StepStatus.RUNNING]
+    if running:
+        raise Conflict(
+            f"run {run_id} still has running steps: {', '.join(running)}", code="steps_running"
+        )
+
+
+def _reset_steps(tx: RunTx, steps: list[StepRun]) -> None:
+    plan = plan_for(tx.run.version)
+    ids = [s.pk for s in steps]
+    StepOutput.objects.filter(step_run_id__in=ids).delete()
+    Approval.objects.filter(step_run_id__in=ids).delete()
+    for step in steps:
+        # Attempt numbers go on (history is kept); the retry budget starts afresh.
+        budget = retry_policy(plan.step(step.step_id))["max_attempts"]
+        StepRun.objects.filter(pk=step.pk).update(
+            status=StepStatus.PENDING,
+            max_attempts=step.attempt + budget,
+            not_before=None,
+            enqueued_at=None,
+            lease_expires_at=None,
+            started_at=None,
+            finished_at=None,
+            duration_ms=None,
+            waiting_since=None,
+            exit_code=None,
+            reason="",
+            error="",
+            row_count=None,
+        )
+        tx.step_status(step.step_id, StepStatus.PENDING)
+
+
+def _reopen_run(tx: RunTx, **data) -> None:
+    tx.set_run(
+        finished_at=None,
+        duration_ms=None,
+        reason="",
+        error="",
+        cancel_grace_seconds=None,
+        deadline_at=None,
+    )
+    tx.run_status(RunStatus.PENDING, **data)
+    workflow_id = tx.run.workflow_id
+    tx.after_commit.append(lambda: _readmit(workflow_id))
+
+
+def _readmit(workflow_id: int) -> None:
+    from runs.engine.dispatch import enqueue_steps
+
+    enqueue_steps(admit_waiting(workflow_id))
+
+
+# --- approvals ---------------------------------------------------------------------------
+
+
+def step_decide(run_id: str, step_id: str, *, user, approve: bool, comment: str = "") -> Ready:
+    """Record one approver's decision; enough approvals succeed the step, one rejection
+    fails it."""
+    now = timezone.now()
+    with locked_run(run_id) as tx:
+        step = StepRun.objects.filter(run_id=run_id, step_id=step_id).first()
+        if step is None:
+            raise NotFound(f"run {run_id} has no step {step_id!r}", code="step_not_found")
+        if step.status != StepStatus.WAITING_APPROVAL:
+            raise Conflict(
+                f"step {step_id!r} is not waiting for approval (it is {step.status})",
+                code="not_waiting",
+            )
+        plan = plan_for(tx.run.version)
+        spec = plan.step(step_id)
+        if not spec.get("allow_self_approval", True) and tx.run.created_by_id == user.pk:
+            raise Forbidden(
+                "you started this run and this step does not allow self-approval",
+                code="self_approval",
+            )
+        if Approval.objects.filter(step_run=step, user=user).exists():
+            raise Conflict(
+                f"{user.get_username()} already decided on step {step_id!r}", code="already_decided"
+            )
+        decision = Approval.Decision.APPROVED if approve else Approval.Decision.REJECTED
+        Approval.objects.create(step_run=step, user=user, decision=decision, comment=comment)
+        tx.event(
+            "step.decision", decision, step_id=step_id, user=user.get_username(), comment=comment
+        )
+        if not approve:
+            error = f"rejected by {user.get_username()}" + (f": {comment}" if comment else "")
+            return _close_approval(tx, step, plan, now, ok=False, error=error)
+        approvers = list(
+            Approval.objects.filter(step_run=step, decision=Approval.Decision.APPROVED).values_list(
+                "user__username", flat=True
+            )
+        )
+        if len(approvers) < int(spec.get("approvals_required", 1)):
+            return []
+        return _close_approval(tx, step, plan, now, ok=True, approvers=approvers)
+
+
+def step_expire_approval(step: StepRun) -> Ready:
+    now = timezone.now()
+    with locked_run(step.run_id) as tx:
+        if not StepRun.objects.filter(pk=step.pk, status=StepStatus.WAITING_APPROVAL).exists():
+            return []
+        plan = plan_for(tx.run.version)
+        return _close_approval(
+            tx, step, plan, now, ok=False, error="approval timed out", reason=FailureReason.TIMEOUT
+        )
+
+
+def _close_approval(tx, step, plan, now, *, ok, error="", approvers=(), reason=""):
+    status = StepStatus.SUCCEEDED if ok else StepStatus.FAILED
+    reason = reason or ("" if ok else FailureReason.REJECTED)
+    StepRun.objects.filter(pk=step.pk, status=StepStatus.WAITING_APPROVAL).update(
+        status=status,
+        finished_at=now,
+        reason=reason,
+        error=error,
+        duration_ms=int((now - (step.waiting_since or now)).total_seconds() * 1000),
+    )
+    if ok:
+        _store_outputs(step, {"approved_by": list(approvers)})
+    tx.step_status(step.step_id, status, **({"reason": reason} if reason else {}))
+    steps = list(StepRun.objects.filter(run_id=step.run_id))
+    return advance(tx, steps, plan)
+
+
+def last_event_seq(run_id: str) -> int:
+    return (
+        RunEvent.objects.filter(run_id=run_id)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+        or 0
+    )

@@ -1,0 +1,51 @@
+"""trellis worker: a django-q2 cluster plus the engine's ticker, stopped cleanly by
+SIGINT/SIGTERM."""
+
+import logging
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from runs.engine.ticker import tick
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run django-q2 workers and the Trellis ticker (leases, retries, schedules)."
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-ticker", action="store_true", help="workers only")
+
+    def handle(self, *args, no_ticker=False, **options):
+        from django_q.cluster import Cluster
+
+        stop = threading.Event()
+        cluster = Cluster()
+        cluster.start()
+
+        def on_signal(signum, frame):
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.stdout.write(
+            f"trellis worker: {settings.Q_CLUSTER['workers']} workers, "
+            f"broker {'redis' if settings.REDIS_URL else 'orm'}"
+        )
+        self.stdout.flush()
+        interval = settings.TRELLIS["TICK_SECONDS"]
+        while not stop.wait(interval):
+            if no_ticker:
+                continue
+            try:
+                tick()
+            except Exception:
+                logger.exception("ticker failed")
+                close_old_connections()
+        cluster.stop()
+        self.stdout.write("trellis worker stopped")

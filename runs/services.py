@@ -1,0 +1,215 @@
+"""Run services: what the API, CLI, admin and scheduler call to change runs.
+
+Each validates, calls the engine's transitions, and hands ready steps to workers only
+after the transaction commits.
+"""
+
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from runs.engine import transitions
+from runs.engine.dispatch import enqueue_steps
+from runs.engine.errors import InvalidInput, NotFound
+from runs.models import Run, RunEvent, StepRun
+from runs.status import RunStatus, Trigger
+from workflows.definitions import validate_input
+from workflows.models import Workflow
+
+MAX_BULK = 100_000
+BULK_BATCH = 2_000
+
+
+def workflow_get(name_or_workflow) -> Workflow:
+    if isinstance(name_or_workflow, Workflow):
+        return name_or_workflow
+    workflow = (
+        Workflow.objects.select_related("current_version").filter(name=name_or_workflow).first()
+    )
+    if workflow is None:
+        raise NotFound(f"no workflow named {name_or_workflow!r}", code="workflow_not_found")
+    return workflow
+
+
+def run_get(run_id: str) -> Run:
+    run = Run.objects.select_related("workflow", "version").filter(pk=str(run_id)).first()
+    if run is None:
+        raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
+    return run
+
+
+def check_input(workflow: Workflow, value) -> dict:
+    if value is None:
+        value = {}
+    errors = validate_input(workflow.definition.get("input_schema"), value)
+    if errors:
+        raise InvalidInput(
+            f"input does not match the schema of {workflow.name}: "
+            + "; ".join(f"{e['path']}: {e['message']}" for e in errors),
+            details={"errors": errors},
+        )
+    return value
+
+
+def run_start(
+    *,
+    workflow,
+    input: dict | None = None,
+    params: dict | None = None,
+    trigger: str = Trigger.API,
+    user=None,
+    start_at: datetime | None = None,
+    logical_date: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Run, bool]:
+    """Start one run; returns (run, created). The same idempotency_key returns the first run."""
+    workflow = workflow_get(workflow)
+    if idempotency_key:
+        existing = Run.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    value = check_input(workflow, input)
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInput("params must be an object")
+    scheduled = start_at is not None and start_at > timezone.now()
+    try:
+        with transaction.atomic():
+            locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+            run = _create_run(
+                locked,
+                value,
+                params,
+                trigger,
+                user,
+                start_at,
+                logical_date,
+                idempotency_key,
+                RunStatus.SCHEDULED if scheduled else RunStatus.PENDING,
+            )
+            ready = [] if scheduled else transitions.admit_new_run(locked, run)
+            transaction.on_commit(lambda: enqueue_steps(ready))
+    except IntegrityError:
+        existing = (
+            Run.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
+        )
+        if existing is None:
+            raise
+        return existing, False
+    run.refresh_from_db()
+    return run, True
+
+
+def _create_run(workflow, value, params, trigger, user, start_at, logical_date, key, status) -> Run:
+    version = workflow.current_version
+    run = Run.objects.create(
+        workflow=workflow,
+        version=version,
+        dag_hash=version.dag_hash,
+        status=status,
+        trigger=trigger,
+        created_by=user if user and user.is_authenticated else None,
+        input=value,
+        params=params or {},
+        start_at=start_at,
+        logical_date=logical_date,
+        idempotency_key=key or None,
+        event_seq=1,
+    )
+    RunEvent.objects.create(
+        run=run, seq=1, type="run.status", status=status, data={"trigger": trigger}
+    )
+    return run
+
+
+def run_bulk_start(*, workflow, inputs: list, trigger: str = Trigger.BULK, user=None) -> list[str]:
+    """Validate every input first; one bad input creates nothing and names its index."""
+    workflow = workflow_get(workflow)
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("inputs must be a non-empty list")
+    if len(inputs) > MAX_BULK:
+        raise InvalidInput(
+            f"at most {MAX_BULK} inputs in one bulk request, got {len(inputs)}",
+            code="too_many_inputs",
+        )
+    schema = workflow.definition.get("input_schema")
+    for index, value in enumerate(inputs):
+        errors = validate_input(schema, value)
+        if errors:
+            raise InvalidInput(
+                f"input #{index} is invalid: {errors[0]['path']}: {errors[0]['message']}",
+                details={"index": index, "errors": errors},
+            )
+    version = workflow.current_version
+    user = user if user and user.is_authenticated else None
+    run_ids: list[str] = []
+    with transaction.atomic():
+        for start in range(0, len(inputs), BULK_BATCH):
+            batch = [
+                Run(
+                    workflow=workflow,
+                    version=version,
+                    dag_hash=version.dag_hash,
+                    status=RunStatus.QUEUED,
+                    trigger=trigger,
+                    created_by=user,
+                    input=value,
+                    event_seq=1,
+                )
+                for value in inputs[start : start + BULK_BATCH]
+            ]
+            Run.objects.bulk_create(batch)
+            RunEvent.objects.bulk_create(
+                RunEvent(
+                    run_id=run.pk,
+                    seq=1,
+                    type="run.status",
+                    status=RunStatus.QUEUED,
+                    data={"trigger": trigger},
+                )
+                for run in batch
+            )
+            run_ids.extend(run.pk for run in batch)
+        workflow_id = workflow.pk
+        transaction.on_commit(lambda: enqueue_steps(transitions.admit_waiting(workflow_id)))
+    return run_ids
+
+
+def run_cancel(
+    *, run_id: str, grace_seconds: float | None = None, wait_for_running: bool = False
+) -> Run:
+    run_get(run_id)
+    if grace_seconds is not None and (grace_seconds < 0 or grace_seconds > 3600):
+        raise InvalidInput("grace_seconds must be between 0 and 3600")
+    return transitions.run_stop(
+        run_id, grace_seconds=grace_seconds, wait_for_running=wait_for_running
+    )
+
+
+def run_resume(*, run_id: str) -> Run:
+    run_get(run_id)
+    return transitions.run_resume(run_id)
+
+
+def run_rerun(*, run_id: str, from_step: str, dry_run: bool = False) -> Run | list[str]:
+    run = run_get(run_id)
+    if dry_run:
+        return transitions.rerun_plan(run, from_step)
+    return transitions.run_rerun(run_id, from_step)
+
+
+def step_approve(*, run_id: str, step_id: str, user, comment: str = "") -> StepRun:
+    return _decide(run_id, step_id, user, True, comment)
+
+
+def step_reject(*, run_id: str, step_id: str, user, comment: str = "") -> StepRun:
+    return _decide(run_id, step_id, user, False, comment)
+
+
+def _decide(run_id, step_id, user, approve, comment) -> StepRun:
+    run_get(run_id)
+    ready = transitions.step_decide(
+        run_id, step_id, user=user, approve=approve, comment=comment or ""
+    )
+    enqueue_steps(ready)
+    return StepRun.objects.get(run_id=run_id, step_id=step_id)

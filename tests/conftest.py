@@ -1,0 +1,131 @@
+"""Shared fixtures: named users, workflows from YAML, and a real `trellis worker` process
+(django-q2 cluster + ticker) running against the test database."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings
+from django.db import connection
+
+from workflows.services import workflow_save
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE_ENV = {
+    "TRELLIS_LEASE_SECONDS": "2",
+    "TRELLIS_TICK_SECONDS": "0.1",
+    "TRELLIS_REQUEUE_AFTER_SECONDS": "5",
+    "TRELLIS_CANCEL_GRACE_SECONDS": "2",
+}
+
+
+def pytest_sessionstart(session):
+    """With CI=true the PostgreSQL + Redis pass must really reach both: fail, never skip."""
+    if os.environ.get("CI") != "true":
+        return
+    if os.environ.get("REDIS_URL"):
+        import redis
+
+        redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=3).ping()
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        import psycopg
+
+        psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=3).close()
+
+
+def database_url_for_tests() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A `trellis worker` subprocess; `kill_step_worker` SIGKILLs the child running a step."""
+
+    def __init__(self, extra_env: dict | None = None):
+        self.env = {
+            **os.environ,
+            **ENGINE_ENV,
+            "DATABASE_URL": database_url_for_tests(),
+            "TRELLIS_QUEUE_NAME": settings.Q_CLUSTER["name"],
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "config.cli", "worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+        )
+        line = self.proc.stdout.readline()  # printed once the cluster is up
+        if "trellis worker" not in line:
+            raise RuntimeError(f"worker did not start: {line}{self.proc.stdout.read()}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def kill_hard(self) -> None:
+        """SIGKILL the whole cluster: sentinel, workers and ticker, no clean-up."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker):
+    """One worker process for the session, on the test database."""
+    process = WorkerProcess().start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def engine(worker, transactional_db):
+    """A test that needs the real engine: committed data and a running worker."""
+    if worker.proc.poll() is not None:  # a test may have killed it
+        worker.start()
+    return worker
+
+
+@pytest.fixture
+def make_workflow(db):
+    def make(text: str, **overrides):
+        document = yaml.safe_load(text)
+        document.update(overrides)
+        workflow, _, _ = workflow_save(document=document, source="test")
+        return workflow
+
+    return make
+
+
+@pytest.fixture
+def users(db):
+    from django.contrib.auth.models import Permission, User
+
+    approve = Permission.objects.get(codename="approve_steprun")
+    made = {}
+    for name in ("owner", "teammate", "reviewer", "outsider"):
+        made[name] = User.objects.create_user(username=name, password="pw-" + name)
+    for name in ("owner", "teammate", "reviewer"):
+        made[name].user_permissions.add(approve)
+    return made
