@@ -130,6 +130,9 @@ class StepOutput(models.Model):
         ordering = ["step_run", "key"]
         constraints = [models.UniqueConstraint(fields=["step_run", "key"], name="uniq_output_key")]
 
+    def __str__(self) -> str:
+        return f"{self.step_run}.{self.key}"
+
 
 class LogChunk(models.Model):
     """A batch of log text from one stream of one attempt; `offset` is its byte position."""
