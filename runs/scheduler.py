@@ -44,7 +44,7 @@ def fire_due_schedules(now: datetime | None = None) -> int:
 
     now = now or timezone.now()
     started = 0
-    for workflow in Workflow.objects.filter(is_paused=False).exclude(definition__schedule=None):
+    for workflow in Workflow.objects.filter(is_paused=False, definition__has_key="schedule"):
         schedule = schedule_of(workflow)
         if schedule is None:
             continue
