@@ -6,6 +6,7 @@ REDIS_URL to switch to PostgreSQL, the django-q2 Redis broker and channels-redis
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -17,6 +18,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TRELLIS_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 VERSION = "0.1.0"
+# Test sessions get their own database and queue names, so several can run at once.
+TEST_SESSION = f"{os.getpid()}" if "pytest" in sys.modules else ""
 
 
 def _secret_key() -> str:
@@ -105,7 +108,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- broker and live events ------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
-QUEUE_NAME = env_str("TRELLIS_QUEUE_NAME", "trellis")
+QUEUE_NAME = env_str(
+    "TRELLIS_QUEUE_NAME", f"trellis-test-{TEST_SESSION}" if TEST_SESSION else "trellis"
+)
 WORKERS = env_int("TRELLIS_WORKERS", 2, minimum=1)
 
 # Tuned as measured on a 2-core machine (SPEC §8): no result saving, fast ORM polling,
@@ -149,6 +154,9 @@ TRELLIS = {
     "REQUEUE_AFTER_SECONDS": env_float("TRELLIS_REQUEUE_AFTER_SECONDS", 60.0, minimum=1.0),
     "LOG_FLUSH_SECONDS": env_float("TRELLIS_LOG_FLUSH_SECONDS", 0.25, minimum=0.01),
     "MAX_LOG_BYTES": env_int("TRELLIS_MAX_LOG_BYTES", 50 * 1024 * 1024, minimum=1024),
+    # At most this many broker tasks for the steps one step makes ready; each task keeps
+    # claiming queued steps of the run until none is left.
+    "FANOUT_TASKS": env_int("TRELLIS_FANOUT_TASKS", 16, minimum=1),
 }
 
 # --- auth, API ------------------------------------------------------------------------

@@ -10,7 +10,9 @@ Lifecycle of a run:
      (`executors`), renewing a lease while it runs, then finishes it
      (`transitions.step_finish`) with the run row locked: that is where fan-in is
      decided, so a join step is queued exactly once.
-  3. The worker runs the first newly-ready step itself (no broker hop) and enqueues the rest.
+  3. In that same transaction the worker claims the next ready (or queued) step of the
+     run and runs it itself: no broker hop per step. The other ready steps go to the
+     broker (at most TRELLIS_FANOUT_TASKS tasks; each keeps claiming until none is left).
   4. When no step is open any more the run gets its terminal status.
   5. The ticker (`ticker.tick`, in every `trellis worker`) enqueues due retries, reaps
      expired leases (retry or `worker_lost`), times out runs and approvals, admits

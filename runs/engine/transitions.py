@@ -280,43 +280,55 @@ def _after_run_finished(workflow_id: int) -> None:
 # --- step execution ----------------------------------------------------------------------
 
 
-def step_claim(step_run_id: int, run_id: str, worker: str) -> StepRun | None:
-    """queued -> running for one worker, starting a new attempt with a lease."""
-    now = timezone.now()
+def step_claim(run_id: str, worker: str, step_run_id: int | None = None) -> StepRun | None:
+    """queued -> running for one worker: the hinted step if it is still queued, else the
+    next due queued step of the run. Starts a new attempt with a lease."""
     with locked_run(run_id) as tx:
         if tx.run.status not in RUN_ACTIVE:
             return None
-        claimed = (
-            StepRun.objects.filter(pk=step_run_id, status=StepStatus.QUEUED)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .update(
-                status=StepStatus.RUNNING,
-                attempt=F("attempt") + 1,
-                started_at=now,
-                finished_at=None,
-                lease_expires_at=now + timedelta(seconds=lease_seconds()),
-                worker=worker,
-            )
+        due = StepRun.objects.filter(run_id=run_id, status=StepStatus.QUEUED).filter(
+            Q(not_before__isnull=True) | Q(not_before__lte=timezone.now())
         )
-        if claimed != 1:
+        step = None
+        if step_run_id is not None:
+            step = due.filter(pk=step_run_id).first()
+        step = step or due.order_by("position").first()
+        if step is None:
             return None
-        step = StepRun.objects.get(pk=step_run_id)
-        StepAttempt.objects.create(
-            step_run=step,
-            number=step.attempt,
-            status=StepStatus.RUNNING,
-            started_at=now,
-            worker=worker,
-        )
-        tx.step_status(step.step_id, StepStatus.RUNNING, attempt=step.attempt)
-        if tx.run.status != RunStatus.RUNNING:
-            tx.run_status(RunStatus.RUNNING)
-        step.run = tx.run
-        return step
+        return _claim(tx, step, worker)
 
 
-def step_finish(step: StepRun, outcome: Outcome, *, lease_expired: bool = False) -> Ready:
-    """running -> succeeded | failed | queued (retry). Then queue what became ready."""
+def _claim(tx: RunTx, step: StepRun, worker: str) -> StepRun | None:
+    """Start an attempt of a queued step; the caller holds the run lock."""
+    now = timezone.now()
+    lease_until = now + timedelta(seconds=lease_seconds())
+    claimed = StepRun.objects.filter(pk=step.pk, status=StepStatus.QUEUED).update(
+        status=StepStatus.RUNNING, attempt=F("attempt") + 1, started_at=now, finished_at=None,
+        lease_expires_at=lease_until, worker=worker,
+    )
+    if claimed != 1:
+        return None
+    step.status, step.attempt, step.started_at = StepStatus.RUNNING, step.attempt + 1, now
+    step.lease_expires_at, step.worker, step.finished_at = lease_until, worker, None
+    StepAttempt.objects.create(
+        step_run=step, number=step.attempt, status=StepStatus.RUNNING, started_at=now,
+        worker=worker,
+    )
+    tx.step_status(step.step_id, StepStatus.RUNNING, attempt=step.attempt)
+    if tx.run.status != RunStatus.RUNNING:
+        tx.run_status(RunStatus.RUNNING)
+    step.run = tx.run
+    return step
+
+
+def step_finish(
+    step: StepRun, outcome: Outcome, *, lease_expired: bool = False, worker: str = ""
+) -> tuple[Ready, StepRun | None]:
+    """running -> succeeded | failed | queued (retry), then queue what became ready.
+
+    With `worker`, also claim the next step of the run for that worker in the same
+    transaction (a newly ready one first), so a chain costs one transaction per step.
+    Returns (steps to hand to other workers, the step claimed or None)."""
     now = timezone.now()
     with locked_run(step.run_id) as tx:
         guard = StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt)
@@ -356,8 +368,8 @@ def step_finish(step: StepRun, outcome: Outcome, *, lease_expired: bool = False)
         moved = guard.update(**fields)
         _close_attempt(step, outcome, now, lost=moved != 1)
         if moved != 1:
-            return []
-        if outcome.ok:
+            return [], None
+        if outcome.ok and outcome.outputs:
             _store_outputs(step, outcome.outputs)
         event = {"attempt": step.attempt}
         if outcome.reason:
@@ -365,10 +377,27 @@ def step_finish(step: StepRun, outcome: Outcome, *, lease_expired: bool = False)
         if retry:
             event["retry_at"] = fields["not_before"].isoformat()
         tx.step_status(step.step_id, new_status, **event)
-        if retry or tx.run.status in RUN_TERMINAL:
-            return []
+        if tx.run.status in RUN_TERMINAL:
+            return [], None
         steps = list(StepRun.objects.filter(run_id=step.run_id))
-        return advance(tx, steps, plan)
+        ready = [] if retry else advance(tx, steps, plan)
+        if not worker or tx.run.status not in RUN_ACTIVE:
+            return ready, None
+        return _claim_next(tx, steps, ready, worker, now)
+
+
+def _claim_next(tx: RunTx, steps: list[StepRun], ready: Ready, worker: str, now):
+    by_pk = {s.pk: s for s in steps}
+    candidates = [by_pk[pk] for pk, _ in ready] or [
+        s
+        for s in steps
+        if s.status == StepStatus.QUEUED and (s.not_before is None or s.not_before <= now)
+    ]
+    for candidate in candidates:
+        claimed = _claim(tx, candidate, worker)
+        if claimed is not None:
+            return [r for r in ready if r[0] != claimed.pk], claimed
+    return ready, None
 
 
 def _close_attempt(step: StepRun, outcome: Outcome, now, lost: bool) -> None:
@@ -388,7 +417,7 @@ def _close_attempt(step: StepRun, outcome: Outcome, now, lost: bool) -> None:
 
 
 def _store_outputs(step: StepRun, outputs: dict) -> None:
-    StepOutput.objects.filter(step_run_id=step.pk).delete()
+    # A step that runs again had its outputs removed when it was reset (_reset_steps).
     if outputs:
         StepOutput.objects.bulk_create(
             StepOutput(run_id=step.run_id, step_run_id=step.pk, key=str(key)[:200], value=value)
@@ -412,7 +441,8 @@ def step_reap(step: StepRun) -> Ready:
     outcome = Outcome(
         ok=False, reason=FailureReason.WORKER_LOST, error="worker lost (lease expired)"
     )
-    return step_finish(step, outcome, lease_expired=True)
+    ready, _ = step_finish(step, outcome, lease_expired=True)
+    return ready
 
 
 # --- cancel, resume, rerun --------------------------------------------------------------
