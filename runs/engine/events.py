@@ -57,7 +57,7 @@ def locked_run(run_id: str):
     """Lock the run row for the transaction: every transition of a run goes through here,
     so fan-in decisions and event `seq` allocation never race."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().select_related("version").get(pk=run_id)
+        run = Run.objects.select_for_update().get(pk=run_id)
         tx = RunTx(run)
         yield tx
         tx.flush()

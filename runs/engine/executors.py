@@ -25,6 +25,7 @@ from django.db import close_old_connections, connection
 from django.utils.module_loading import import_string
 
 from runs.engine import templates
+from runs.engine.plan import plan_for
 from runs.engine.transitions import Outcome, step_renew_lease
 from runs.models import LogChunk, Run, StepOutput, StepRun
 from runs.status import FailureReason
@@ -79,12 +80,13 @@ class LogWriter:
 
 def step_context(step: StepRun, spec: dict) -> dict:
     run: Run = step.run
+    definition = plan_for(run).definition
     context = {
         "input": run.input,
-        "params": {**(run.version.definition.get("params") or {}), **(run.params or {})},
+        "params": {**(definition.get("params") or {}), **(run.params or {})},
         "run": {
             "id": run.pk,
-            "workflow": run.version.definition["name"],
+            "workflow": definition["name"],
             "trigger": run.trigger,
             "logical_date": run.logical_date.isoformat() if run.logical_date else None,
             "attempt": step.attempt,

@@ -4,10 +4,12 @@ import random
 from dataclasses import dataclass, field
 
 from workflows import definitions, graph
+from workflows.models import WorkflowVersion
 
 
 @dataclass(frozen=True)
 class Plan:
+    definition: dict
     steps: dict[str, dict]
     graph: dict[str, list[str]]
     order: list[str]
@@ -23,18 +25,32 @@ class Plan:
 _plans: dict[str, Plan] = {}
 
 
-def plan_for(version) -> Plan:
-    plan = _plans.get(version.dag_hash)
+def plan_for(run_or_version) -> Plan:
+    """The plan of a Run (by its dag_hash, no join needed) or of a WorkflowVersion."""
+    digest = run_or_version.dag_hash
+    plan = _plans.get(digest)
     if plan is None:
-        plan = build_plan(version.definition)
-        _plans[version.dag_hash] = plan
+        if isinstance(run_or_version, WorkflowVersion):
+            definition = run_or_version.definition
+        else:
+            definition = WorkflowVersion.objects.values_list("definition", flat=True).get(
+                pk=run_or_version.version_id
+            )
+        plan = build_plan(definition)
+        _plans[digest] = plan
     return plan
 
 
 def build_plan(document: dict) -> Plan:
     steps = {step["id"]: step for step in document["steps"]}
     dag = graph.graph_of(document["steps"])
-    return Plan(steps=steps, graph=dag, order=graph.order(dag), children=graph.children_of(dag))
+    return Plan(
+        definition=document,
+        steps=steps,
+        graph=dag,
+        order=graph.order(dag),
+        children=graph.children_of(dag),
+    )
 
 
 def retry_policy(step: dict) -> dict:

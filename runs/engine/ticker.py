@@ -81,12 +81,12 @@ def reap_expired_leases() -> int:
 
 def expire_approvals() -> int:
     now = timezone.now()
-    waiting = StepRun.objects.filter(status=StepStatus.WAITING_APPROVAL).select_related(
-        "run__version"
-    )[:BATCH]
+    waiting = StepRun.objects.filter(status=StepStatus.WAITING_APPROVAL).select_related("run")[
+        :BATCH
+    ]
     count = 0
     for step in list(waiting):
-        timeout = plan_for(step.run.version).step(step.step_id).get("timeout")
+        timeout = plan_for(step.run).step(step.step_id).get("timeout")
         if timeout and step.waiting_since + timedelta(seconds=timeout) <= now:
             enqueue_steps(transitions.step_expire_approval(step))
             count += 1

@@ -33,6 +33,31 @@ from workflows.models import Workflow
 Ready = list[tuple[int, str]]  # (step_run_id, run_id) pairs to hand to workers
 
 
+@dataclass(slots=True)
+class StepState:
+    """The few columns of a step run that scheduling decisions need (cheap to load)."""
+
+    pk: int
+    run_id: str
+    step_id: str
+    kind: str
+    status: str
+    continue_on_failure: bool
+    not_before: object
+    attempt: int
+    max_attempts: int
+    waiting_since: object
+
+
+STATE_FIELDS = [f.name for f in StepState.__dataclass_fields__.values()]
+STATE_FIELDS[0] = "pk"
+
+
+def step_states(run_id: str) -> list[StepState]:
+    rows = StepRun.objects.filter(run_id=run_id).order_by("position").values_list(*STATE_FIELDS)
+    return [StepState(*row) for row in rows]
+
+
 def lease_seconds() -> float:
     return settings.TRELLIS["LEASE_SECONDS"]
 
@@ -114,11 +139,12 @@ def start_run(run_id: str) -> Ready:
         run = tx.run
         if run.status not in RUN_NOT_STARTED:
             return []
-        plan = plan_for(run.version)
-        steps = list(StepRun.objects.filter(run_id=run_id))
+        plan = plan_for(run)
+        steps = step_states(run_id)
         if not steps:
-            steps = StepRun.objects.bulk_create(_new_step_rows(run, plan))
-        timeout = run.version.definition.get("timeout")
+            StepRun.objects.bulk_create(_new_step_rows(run, plan))
+            steps = step_states(run_id)
+        timeout = plan.definition.get("timeout")
         tx.set_run(
             started_at=run.started_at or now,
             deadline_at=now + timedelta(seconds=timeout) if timeout else None,
@@ -147,7 +173,7 @@ def _new_step_rows(run: Run, plan: Plan) -> list[StepRun]:
 # --- moving steps forward ----------------------------------------------------------------
 
 
-def _dependency_state(step: StepRun, by_id: dict[str, StepRun], plan: Plan) -> str:
+def _dependency_state(step: StepState, by_id: dict[str, StepState], plan: Plan) -> str:
     """'ready', 'blocked' (can never run) or 'waiting'."""
     state = "ready"
     for dep in plan.graph[step.step_id]:
@@ -162,14 +188,21 @@ def _dependency_state(step: StepRun, by_id: dict[str, StepRun], plan: Plan) -> s
     return state
 
 
-def advance(tx: RunTx, steps: list[StepRun], plan: Plan) -> Ready:
+def advance(tx: RunTx, steps: list[StepState], plan: Plan) -> Ready:
     """Queue every pending step whose upstream is done, skip those that can never run,
     then settle the run's status. Called with the run locked, so this decides fan-in once."""
+    ready, _ = _advance(tx, steps, plan, claim_for="")
+    return ready
+
+
+def _advance(tx: RunTx, steps: list[StepState], plan: Plan, claim_for: str):
+    """`advance`, and with `claim_for` the first newly ready step goes straight to running
+    for that worker. Returns (ready steps for other workers, the claimed step or None)."""
     if tx.run.status in RUN_TERMINAL:
-        return []
+        return [], None
     by_id = {step.step_id: step for step in steps}
     now = timezone.now()
-    changes: dict[str, list[StepRun]] = {
+    changes: dict[str, list[StepState]] = {
         StepStatus.QUEUED: [],
         StepStatus.WAITING_APPROVAL: [],
         StepStatus.SKIPPED: [],
@@ -192,12 +225,17 @@ def advance(tx: RunTx, steps: list[StepRun], plan: Plan) -> Ready:
             step.status = new
             changes[new].append(step)
             changed = True
+    claimed = None
+    if claim_for and changes[StepStatus.QUEUED]:
+        first = changes[StepStatus.QUEUED].pop(0)
+        tx.step_status(first.step_id, StepStatus.QUEUED)
+        claimed = _claim(tx, first, claim_for, from_status=StepStatus.PENDING)
     _apply_step_changes(tx, changes, now)
     _settle_run(tx, steps, now)
-    return [(step.pk, tx.run.pk) for step in changes[StepStatus.QUEUED]]
+    return [(step.pk, tx.run.pk) for step in changes[StepStatus.QUEUED]], claimed
 
 
-def _apply_step_changes(tx: RunTx, changes: dict[str, list[StepRun]], now) -> None:
+def _apply_step_changes(tx: RunTx, changes: dict[str, list[StepState]], now) -> None:
     queued, waiting, skipped = (
         changes[StepStatus.QUEUED],
         changes[StepStatus.WAITING_APPROVAL],
@@ -223,7 +261,7 @@ def _apply_step_changes(tx: RunTx, changes: dict[str, list[StepRun]], now) -> No
             tx.step_status(step.step_id, status)
 
 
-def _settle_run(tx: RunTx, steps: list[StepRun], now) -> None:
+def _settle_run(tx: RunTx, steps: list[StepState], now) -> None:
     statuses = [step.status for step in steps]
     open_steps = [
         s
@@ -298,27 +336,39 @@ def step_claim(run_id: str, worker: str, step_run_id: int | None = None) -> Step
         return _claim(tx, step, worker)
 
 
-def _claim(tx: RunTx, step: StepRun, worker: str) -> StepRun | None:
-    """Start an attempt of a queued step; the caller holds the run lock."""
+def _claim(tx: RunTx, step, worker: str, from_status=StepStatus.QUEUED) -> StepRun | None:
+    """Start an attempt of a queued step; the caller holds the run lock. The attempt's
+    row is written when the attempt ends (whoever moves the step out of running)."""
     now = timezone.now()
     lease_until = now + timedelta(seconds=lease_seconds())
-    claimed = StepRun.objects.filter(pk=step.pk, status=StepStatus.QUEUED).update(
-        status=StepStatus.RUNNING, attempt=F("attempt") + 1, started_at=now, finished_at=None,
-        lease_expires_at=lease_until, worker=worker,
+    claimed = StepRun.objects.filter(pk=step.pk, status=from_status).update(
+        status=StepStatus.RUNNING,
+        attempt=F("attempt") + 1,
+        started_at=now,
+        finished_at=None,
+        lease_expires_at=lease_until,
+        worker=worker,
     )
     if claimed != 1:
         return None
-    step.status, step.attempt, step.started_at = StepStatus.RUNNING, step.attempt + 1, now
-    step.lease_expires_at, step.worker, step.finished_at = lease_until, worker, None
-    StepAttempt.objects.create(
-        step_run=step, number=step.attempt, status=StepStatus.RUNNING, started_at=now,
+    step.status = StepStatus.RUNNING
+    running = StepRun(
+        pk=step.pk,
+        run=tx.run,
+        step_id=step.step_id,
+        kind=step.kind,
+        status=StepStatus.RUNNING,
+        attempt=step.attempt + 1,
+        max_attempts=step.max_attempts,
+        started_at=now,
+        lease_expires_at=lease_until,
         worker=worker,
+        continue_on_failure=step.continue_on_failure,
     )
-    tx.step_status(step.step_id, StepStatus.RUNNING, attempt=step.attempt)
+    tx.step_status(step.step_id, StepStatus.RUNNING, attempt=running.attempt)
     if tx.run.status != RunStatus.RUNNING:
         tx.run_status(RunStatus.RUNNING)
-    step.run = tx.run
-    return step
+    return running
 
 
 def step_finish(
@@ -334,7 +384,7 @@ def step_finish(
         guard = StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt)
         if lease_expired:
             guard = guard.filter(lease_expires_at__lt=now)
-        plan = plan_for(tx.run.version)
+        plan = plan_for(tx.run)
         retry = (
             not outcome.ok
             and outcome.retryable
@@ -365,10 +415,9 @@ def step_finish(
                 duration_ms=int((now - started).total_seconds() * 1000),
                 row_count=outcome.row_count,
             )
-        moved = guard.update(**fields)
-        _close_attempt(step, outcome, now, lost=moved != 1)
-        if moved != 1:
-            return [], None
+        if guard.update(**fields) != 1:
+            return [], None  # cancelled or reaped meanwhile: that transition kept the attempt
+        _record_attempt(step, outcome, now)
         if outcome.ok and outcome.outputs:
             _store_outputs(step, outcome.outputs)
         event = {"attempt": step.attempt}
@@ -379,40 +428,34 @@ def step_finish(
         tx.step_status(step.step_id, new_status, **event)
         if tx.run.status in RUN_TERMINAL:
             return [], None
-        steps = list(StepRun.objects.filter(run_id=step.run_id))
-        ready = [] if retry else advance(tx, steps, plan)
-        if not worker or tx.run.status not in RUN_ACTIVE:
-            return ready, None
-        return _claim_next(tx, steps, ready, worker, now)
+        steps = step_states(step.run_id)
+        ready, claimed = ([], None) if retry else _advance(tx, steps, plan, claim_for=worker)
+        if claimed is None and worker and tx.run.status in RUN_ACTIVE:
+            claimed = _claim_queued(tx, steps, worker, now)
+        return [r for r in ready if claimed is None or r[0] != claimed.pk], claimed
 
 
-def _claim_next(tx: RunTx, steps: list[StepRun], ready: Ready, worker: str, now):
-    by_pk = {s.pk: s for s in steps}
-    candidates = [by_pk[pk] for pk, _ in ready] or [
-        s
-        for s in steps
-        if s.status == StepStatus.QUEUED and (s.not_before is None or s.not_before <= now)
-    ]
-    for candidate in candidates:
-        claimed = _claim(tx, candidate, worker)
-        if claimed is not None:
-            return [r for r in ready if r[0] != claimed.pk], claimed
-    return ready, None
+def _claim_queued(tx: RunTx, steps: list[StepState], worker: str, now) -> StepRun | None:
+    """Any due queued step of the run (another worker's hint may be on its way)."""
+    for step in steps:
+        if step.status == StepStatus.QUEUED and (step.not_before is None or step.not_before <= now):
+            claimed = _claim(tx, step, worker)
+            if claimed is not None:
+                return claimed
+    return None
 
 
-def _close_attempt(step: StepRun, outcome: Outcome, now, lost: bool) -> None:
-    if outcome.ok and not lost:
-        status = StepStatus.SUCCEEDED
-    elif outcome.reason == FailureReason.CANCELLED or (lost and outcome.ok):
-        status = StepStatus.CANCELLED
-    else:
-        status = StepStatus.FAILED
-    StepAttempt.objects.filter(step_run_id=step.pk, number=step.attempt).update(
-        status=status,
+def _record_attempt(step: StepRun, outcome: Outcome, now) -> None:
+    StepAttempt.objects.create(
+        step_run_id=step.pk,
+        number=step.attempt,
+        status=StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
+        started_at=step.started_at or now,
         finished_at=now,
         exit_code=outcome.exit_code,
         reason=outcome.reason,
         error=outcome.error[-10_000:],
+        worker=step.worker,
     )
 
 
@@ -467,7 +510,24 @@ def run_stop(
             stopping.append(StepStatus.RUNNING)
         stopped = list(StepRun.objects.filter(run_id=run_id, status__in=stopping))
         StepRun.objects.filter(pk__in=[s.pk for s in stopped]).update(
-            status=StepStatus.CANCELLED, reason=FailureReason.CANCELLED, finished_at=now
+            status=StepStatus.CANCELLED,
+            reason=FailureReason.CANCELLED,
+            finished_at=now,
+            lease_expires_at=None,
+        )
+        StepAttempt.objects.bulk_create(
+            StepAttempt(
+                step_run_id=s.pk,
+                number=s.attempt,
+                status=StepStatus.CANCELLED,
+                started_at=s.started_at or now,
+                finished_at=now,
+                reason=FailureReason.CANCELLED,
+                error=error or "cancelled",
+                worker=s.worker,
+            )
+            for s in stopped
+            if s.status == StepStatus.RUNNING
         )
         for step in stopped:
             tx.step_status(step.step_id, StepStatus.CANCELLED)
@@ -485,7 +545,7 @@ def run_resume(run_id: str) -> Run:
                 f"run {run_id} is {tx.run.status}",
                 code="not_resumable",
             )
-        steps = list(StepRun.objects.filter(run_id=run_id))
+        steps = step_states(run_id)
         _refuse_if_running(steps, run_id)
         keep = (StepStatus.SUCCEEDED,)
         _reset_steps(tx, [s for s in steps if s.status not in keep])
@@ -494,7 +554,7 @@ def run_resume(run_id: str) -> Run:
 
 
 def rerun_plan(run: Run, from_step: str) -> list[str]:
-    plan = plan_for(run.version)
+    plan = plan_for(run)
     if from_step not in plan.steps:
         raise NotFound(f"run {run.pk} has no step {from_step!r}", code="step_not_found")
     targets = {from_step} | plan.downstream(from_step)
@@ -510,14 +570,14 @@ def run_rerun(run_id: str, from_step: str) -> Run:
                 code="run_not_finished",
             )
         targets = set(rerun_plan(tx.run, from_step))
-        steps = list(StepRun.objects.filter(run_id=run_id))
+        steps = step_states(run_id)
         _refuse_if_running(steps, run_id)
         _reset_steps(tx, [s for s in steps if s.step_id in targets])
         _reopen_run(tx, action="rerun", from_step=from_step)
     return tx.run
 
 
-def _refuse_if_running(steps: list[StepRun], run_id: str) -> None:
+def _refuse_if_running(steps: list[StepState], run_id: str) -> None:
     running = [s.step_id for s in steps if s.status == StepStatus.RUNNING]
     if running:
         raise Conflict(
@@ -525,8 +585,8 @@ def _refuse_if_running(steps: list[StepRun], run_id: str) -> None:
         )
 
 
-def _reset_steps(tx: RunTx, steps: list[StepRun]) -> None:
-    plan = plan_for(tx.run.version)
+def _reset_steps(tx: RunTx, steps: list[StepState]) -> None:
+    plan = plan_for(tx.run)
     ids = [s.pk for s in steps]
     StepOutput.objects.filter(step_run_id__in=ids).delete()
     Approval.objects.filter(step_run_id__in=ids).delete()
@@ -587,7 +647,7 @@ def step_decide(run_id: str, step_id: str, *, user, approve: bool, comment: str 
                 f"step {step_id!r} is not waiting for approval (it is {step.status})",
                 code="not_waiting",
             )
-        plan = plan_for(tx.run.version)
+        plan = plan_for(tx.run)
         spec = plan.step(step_id)
         if not spec.get("allow_self_approval", True) and tx.run.created_by_id == user.pk:
             raise Forbidden(
@@ -621,7 +681,7 @@ def step_expire_approval(step: StepRun) -> Ready:
     with locked_run(step.run_id) as tx:
         if not StepRun.objects.filter(pk=step.pk, status=StepStatus.WAITING_APPROVAL).exists():
             return []
-        plan = plan_for(tx.run.version)
+        plan = plan_for(tx.run)
         return _close_approval(
             tx, step, plan, now, ok=False, error="approval timed out", reason=FailureReason.TIMEOUT
         )
@@ -640,8 +700,7 @@ def _close_approval(tx, step, plan, now, *, ok, error="", approvers=(), reason="
     if ok:
         _store_outputs(step, {"approved_by": list(approvers)})
     tx.step_status(step.step_id, status, **({"reason": reason} if reason else {}))
-    steps = list(StepRun.objects.filter(run_id=step.run_id))
-    return advance(tx, steps, plan)
+    return advance(tx, step_states(step.run_id), plan)
 
 
 def last_event_seq(run_id: str) -> int:

@@ -20,7 +20,7 @@ def execute_step(step_run_id: int | None, run_id: str) -> int:
     step = transitions.step_claim(run_id, worker, step_run_id)
     executed = 0
     while step is not None:
-        spec = plan_for(step.run.version).step(step.step_id)
+        spec = plan_for(step.run).step(step.step_id)
         outcome = executors.execute(step, spec)
         executed += 1
         ready, step = transitions.step_finish(step, outcome, worker=worker)
