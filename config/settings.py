@@ -100,9 +100,9 @@ if IS_SQLITE:
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    _db["TEST"] = {
-        "NAME": str(VAR_DIR / f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.sqlite3")
-    }
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{TEST_SESSION or 'main'}.sqlite3")}
+elif TEST_SESSION:
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{TEST_SESSION}"}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
