@@ -157,6 +157,8 @@ TRELLIS = {
     # At most this many broker tasks for the steps one step makes ready; each task keeps
     # claiming queued steps of the run until none is left.
     "FANOUT_TASKS": env_int("TRELLIS_FANOUT_TASKS", 16, minimum=1),
+    # In-process steps (noop, python) a worker claims and finishes together.
+    "BATCH_STEPS": env_int("TRELLIS_BATCH_STEPS", 16, minimum=1),
 }
 
 # --- auth, API ------------------------------------------------------------------------
@@ -194,6 +196,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.status.RunStatus",
+        "StepStatusEnum": "runs.status.StepStatus",
+        "TriggerEnum": "runs.status.Trigger",
+        "DecisionEnum": ["approved", "rejected"],
+    },
 }
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

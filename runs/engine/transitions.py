@@ -196,10 +196,10 @@ def advance(tx: RunTx, steps: list[StepState], plan: Plan) -> Ready:
 
 
 def _advance(tx: RunTx, steps: list[StepState], plan: Plan, claim_for: str):
-    """`advance`, and with `claim_for` the first newly ready step goes straight to running
-    for that worker. Returns (ready steps for other workers, the claimed step or None)."""
+    """`advance`, and with `claim_for` the first newly ready steps go straight to running
+    for that worker. Returns (ready steps for other workers, the claimed steps)."""
     if tx.run.status in RUN_TERMINAL:
-        return [], None
+        return [], []
     by_id = {step.step_id: step for step in steps}
     now = timezone.now()
     changes: dict[str, list[StepState]] = {
@@ -225,11 +225,13 @@ def _advance(tx: RunTx, steps: list[StepState], plan: Plan, claim_for: str):
             step.status = new
             changes[new].append(step)
             changed = True
-    claimed = None
-    if claim_for and changes[StepStatus.QUEUED]:
-        first = changes[StepStatus.QUEUED].pop(0)
-        tx.step_status(first.step_id, StepStatus.QUEUED)
-        claimed = _claim(tx, first, claim_for, from_status=StepStatus.PENDING)
+    claimed = []
+    if claim_for:
+        batch = _pick_batch(changes[StepStatus.QUEUED])
+        for step in batch:
+            changes[StepStatus.QUEUED].remove(step)
+            tx.step_status(step.step_id, StepStatus.QUEUED)
+        claimed = _claim_batch(tx, batch, claim_for, from_status=StepStatus.PENDING)
     _apply_step_changes(tx, changes, now)
     _settle_run(tx, steps, now)
     return [(step.pk, tx.run.pk) for step in changes[StepStatus.QUEUED]], claimed
@@ -318,30 +320,48 @@ def _after_run_finished(workflow_id: int) -> None:
 # --- step execution ----------------------------------------------------------------------
 
 
-def step_claim(run_id: str, worker: str, step_run_id: int | None = None) -> StepRun | None:
+IN_PROCESS_KINDS = frozenset({"noop", "python", "respond"})
+
+
+def batch_limit() -> int:
+    return settings.TRELLIS["BATCH_STEPS"]
+
+
+def step_claim(run_id: str, worker: str, step_run_id: int | None = None) -> list[StepRun]:
     """queued -> running for one worker: the hinted step if it is still queued, else the
-    next due queued step of the run. Starts a new attempt with a lease."""
+    next due queued steps of the run (a batch when they run in-process)."""
     with locked_run(run_id) as tx:
         if tx.run.status not in RUN_ACTIVE:
-            return None
-        due = StepRun.objects.filter(run_id=run_id, status=StepStatus.QUEUED).filter(
-            Q(not_before__isnull=True) | Q(not_before__lte=timezone.now())
-        )
-        step = None
-        if step_run_id is not None:
-            step = due.filter(pk=step_run_id).first()
-        step = step or due.order_by("position").first()
-        if step is None:
-            return None
-        return _claim(tx, step, worker)
+            return []
+        now = timezone.now()
+        due = [s for s in step_states(run_id) if _is_due(s, now)]
+        due.sort(key=lambda s: s.pk != step_run_id)  # the hinted step first, if still due
+        return _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
 
 
-def _claim(tx: RunTx, step, worker: str, from_status=StepStatus.QUEUED) -> StepRun | None:
-    """Start an attempt of a queued step; the caller holds the run lock. The attempt's
-    row is written when the attempt ends (whoever moves the step out of running)."""
+def _is_due(step: StepState, now) -> bool:
+    return step.status == StepStatus.QUEUED and (step.not_before is None or step.not_before <= now)
+
+
+def _pick_batch(candidates: list[StepState]) -> list[StepState]:
+    """One shell or http step, or up to `batch_limit()` in-process steps: those finish in
+    microseconds to milliseconds, so claiming and finishing them together saves a
+    transaction per step."""
+    if not candidates:
+        return []
+    if candidates[0].kind not in IN_PROCESS_KINDS:
+        return candidates[:1]
+    return [s for s in candidates if s.kind in IN_PROCESS_KINDS][: batch_limit()]
+
+
+def _claim_batch(tx: RunTx, steps: list[StepState], worker: str, from_status: str) -> list[StepRun]:
+    """Start an attempt of each step; the caller holds the run lock. An attempt's row is
+    written when the attempt ends, by whoever moves the step out of running."""
+    if not steps:
+        return []
     now = timezone.now()
     lease_until = now + timedelta(seconds=lease_seconds())
-    claimed = StepRun.objects.filter(pk=step.pk, status=from_status).update(
+    StepRun.objects.filter(pk__in=[s.pk for s in steps], status=from_status).update(
         status=StepStatus.RUNNING,
         attempt=F("attempt") + 1,
         started_at=now,
@@ -349,104 +369,114 @@ def _claim(tx: RunTx, step, worker: str, from_status=StepStatus.QUEUED) -> StepR
         lease_expires_at=lease_until,
         worker=worker,
     )
-    if claimed != 1:
-        return None
-    step.status = StepStatus.RUNNING
-    running = StepRun(
-        pk=step.pk,
-        run=tx.run,
-        step_id=step.step_id,
-        kind=step.kind,
-        status=StepStatus.RUNNING,
-        attempt=step.attempt + 1,
-        max_attempts=step.max_attempts,
-        started_at=now,
-        lease_expires_at=lease_until,
-        worker=worker,
-        continue_on_failure=step.continue_on_failure,
-    )
-    tx.step_status(step.step_id, StepStatus.RUNNING, attempt=running.attempt)
+    claimed = []
+    for step in steps:
+        step.status = StepStatus.RUNNING
+        claimed.append(
+            StepRun(
+                pk=step.pk,
+                run=tx.run,
+                step_id=step.step_id,
+                kind=step.kind,
+                status=StepStatus.RUNNING,
+                attempt=step.attempt + 1,
+                max_attempts=step.max_attempts,
+                started_at=now,
+                lease_expires_at=lease_until,
+                worker=worker,
+                continue_on_failure=step.continue_on_failure,
+            )
+        )
+        tx.step_status(step.step_id, StepStatus.RUNNING, attempt=step.attempt + 1)
     if tx.run.status != RunStatus.RUNNING:
         tx.run_status(RunStatus.RUNNING)
-    return running
+    return claimed
 
 
-def step_finish(
-    step: StepRun, outcome: Outcome, *, lease_expired: bool = False, worker: str = ""
-) -> tuple[Ready, StepRun | None]:
-    """running -> succeeded | failed | queued (retry), then queue what became ready.
+def step_finish(step: StepRun, outcome: Outcome, *, lease_expired: bool = False) -> Ready:
+    ready, _ = steps_finish([(step, outcome)], lease_expired=lease_expired)
+    return ready
 
-    With `worker`, also claim the next step of the run for that worker in the same
-    transaction (a newly ready one first), so a chain costs one transaction per step.
-    Returns (steps to hand to other workers, the step claimed or None)."""
+
+def steps_finish(
+    results: list[tuple[StepRun, Outcome]], *, lease_expired: bool = False, worker: str = ""
+) -> tuple[Ready, list[StepRun]]:
+    """running -> succeeded | failed | queued (retry) for steps of one run, then queue
+    what became ready.
+
+    With `worker`, also claim the next steps of the run for that worker in the same
+    transaction (newly ready ones first), so a chain costs one transaction per step.
+    Returns (steps to hand to other workers, the steps claimed)."""
     now = timezone.now()
-    with locked_run(step.run_id) as tx:
-        guard = StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt)
-        if lease_expired:
-            guard = guard.filter(lease_expires_at__lt=now)
+    run_id = results[0][0].run_id
+    with locked_run(run_id) as tx:
         plan = plan_for(tx.run)
-        retry = (
-            not outcome.ok
-            and outcome.retryable
-            and step.attempt < step.max_attempts
-            and tx.run.status in RUN_ACTIVE
+        attempts, outputs = [], []
+        moved = False
+        for step, outcome in results:
+            if _finish_one(tx, plan, step, outcome, now, lease_expired):
+                moved = True
+                attempts.append(_attempt_row(step, outcome, now))
+                if outcome.ok and outcome.outputs:
+                    outputs.extend(_output_rows(step, outcome.outputs))
+        StepAttempt.objects.bulk_create(attempts)
+        # A step that runs again had its outputs removed when it was reset (_reset_steps).
+        StepOutput.objects.bulk_create(outputs)
+        if not moved or tx.run.status in RUN_TERMINAL:
+            return [], []
+        steps = step_states(run_id)
+        ready, claimed = _advance(tx, steps, plan, claim_for=worker)
+        if not claimed and worker and tx.run.status in RUN_ACTIVE:
+            due = [s for s in steps if _is_due(s, now)]
+            claimed = _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
+        taken = {c.pk for c in claimed}
+        return [r for r in ready if r[0] not in taken], claimed
+
+
+def _finish_one(tx: RunTx, plan: Plan, step: StepRun, outcome: Outcome, now, lease_expired):
+    """Guarded update of one finished attempt; False when someone else moved the step
+    (cancelled, or reaped after its lease expired: that transition kept the attempt)."""
+    guard = StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt)
+    if lease_expired:
+        guard = guard.filter(lease_expires_at__lt=now)
+    retry = (
+        not outcome.ok
+        and outcome.retryable
+        and step.attempt < step.max_attempts
+        and tx.run.status in RUN_ACTIVE
+    )
+    fields = {
+        "status": StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
+        "lease_expires_at": None,
+        "exit_code": outcome.exit_code,
+        "reason": outcome.reason,
+        "error": outcome.error[-10_000:],
+        "started_at": step.started_at,
+    }
+    event = {"attempt": step.attempt}
+    if retry:
+        delay = retry_delay(plan.step(step.step_id), step.attempt)
+        fields.update(
+            status=StepStatus.QUEUED, not_before=now + timedelta(seconds=delay), enqueued_at=None
         )
-        new_status = (
-            StepStatus.SUCCEEDED
-            if outcome.ok
-            else StepStatus.QUEUED
-            if retry
-            else StepStatus.FAILED
+        event["retry_at"] = fields["not_before"].isoformat()
+    else:
+        started = step.started_at or now
+        fields.update(
+            finished_at=now,
+            duration_ms=int((now - started).total_seconds() * 1000),
+            row_count=outcome.row_count,
         )
-        fields = {
-            "status": new_status,
-            "lease_expires_at": None,
-            "exit_code": outcome.exit_code,
-            "reason": outcome.reason,
-            "error": outcome.error[-10_000:],
-        }
-        if retry:
-            delay = retry_delay(plan.step(step.step_id), step.attempt)
-            fields.update(not_before=now + timedelta(seconds=delay), enqueued_at=None)
-        else:
-            started = step.started_at or now
-            fields.update(
-                finished_at=now,
-                duration_ms=int((now - started).total_seconds() * 1000),
-                row_count=outcome.row_count,
-            )
-        if guard.update(**fields) != 1:
-            return [], None  # cancelled or reaped meanwhile: that transition kept the attempt
-        _record_attempt(step, outcome, now)
-        if outcome.ok and outcome.outputs:
-            _store_outputs(step, outcome.outputs)
-        event = {"attempt": step.attempt}
-        if outcome.reason:
-            event["reason"] = outcome.reason
-        if retry:
-            event["retry_at"] = fields["not_before"].isoformat()
-        tx.step_status(step.step_id, new_status, **event)
-        if tx.run.status in RUN_TERMINAL:
-            return [], None
-        steps = step_states(step.run_id)
-        ready, claimed = ([], None) if retry else _advance(tx, steps, plan, claim_for=worker)
-        if claimed is None and worker and tx.run.status in RUN_ACTIVE:
-            claimed = _claim_queued(tx, steps, worker, now)
-        return [r for r in ready if claimed is None or r[0] != claimed.pk], claimed
+    if guard.update(**fields) != 1:
+        return False
+    if outcome.reason:
+        event["reason"] = outcome.reason
+    tx.step_status(step.step_id, fields["status"], **event)
+    return True
 
 
-def _claim_queued(tx: RunTx, steps: list[StepState], worker: str, now) -> StepRun | None:
-    """Any due queued step of the run (another worker's hint may be on its way)."""
-    for step in steps:
-        if step.status == StepStatus.QUEUED and (step.not_before is None or step.not_before <= now):
-            claimed = _claim(tx, step, worker)
-            if claimed is not None:
-                return claimed
-    return None
-
-
-def _record_attempt(step: StepRun, outcome: Outcome, now) -> None:
-    StepAttempt.objects.create(
+def _attempt_row(step: StepRun, outcome: Outcome, now) -> StepAttempt:
+    return StepAttempt(
         step_run_id=step.pk,
         number=step.attempt,
         status=StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
@@ -459,13 +489,11 @@ def _record_attempt(step: StepRun, outcome: Outcome, now) -> None:
     )
 
 
-def _store_outputs(step: StepRun, outputs: dict) -> None:
-    # A step that runs again had its outputs removed when it was reset (_reset_steps).
-    if outputs:
-        StepOutput.objects.bulk_create(
-            StepOutput(run_id=step.run_id, step_run_id=step.pk, key=str(key)[:200], value=value)
-            for key, value in outputs.items()
-        )
+def _output_rows(step, outputs: dict) -> list[StepOutput]:
+    return [
+        StepOutput(run_id=step.run_id, step_run_id=step.pk, key=str(key)[:200], value=value)
+        for key, value in outputs.items()
+    ]
 
 
 def step_renew_lease(step: StepRun) -> bool:
@@ -479,13 +507,20 @@ def step_renew_lease(step: StepRun) -> bool:
     )
 
 
+def renew_leases(step_ids: list[int]) -> None:
+    """Keep the leases of steps a worker has claimed but not started yet (a batch)."""
+    until = timezone.now() + timedelta(seconds=lease_seconds())
+    StepRun.objects.filter(pk__in=step_ids, status=StepStatus.RUNNING).update(
+        lease_expires_at=until
+    )
+
+
 def step_reap(step: StepRun) -> Ready:
     """A running step whose lease expired: its worker is gone. Retry it or fail it."""
     outcome = Outcome(
         ok=False, reason=FailureReason.WORKER_LOST, error="worker lost (lease expired)"
     )
-    ready, _ = step_finish(step, outcome, lease_expired=True)
-    return ready
+    return step_finish(step, outcome, lease_expired=True)
 
 
 # --- cancel, resume, rerun --------------------------------------------------------------
@@ -698,7 +733,7 @@ def _close_approval(tx, step, plan, now, *, ok, error="", approvers=(), reason="
         duration_ms=int((now - (step.waiting_since or now)).total_seconds() * 1000),
     )
     if ok:
-        _store_outputs(step, {"approved_by": list(approvers)})
+        StepOutput.objects.bulk_create(_output_rows(step, {"approved_by": list(approvers)}))
     tx.step_status(step.step_id, status, **({"reason": reason} if reason else {}))
     return advance(tx, step_states(step.run_id), plan)
 

@@ -1,28 +1,71 @@
-"""What a django-q2 task does with a step: claim, execute, finish, keep going.
+"""What a django-q2 task does: claim steps of a run, execute them, finish them, repeat.
 
-A task drains its run: after finishing a step it claims the next ready (or queued) step
-of the same run in the same transaction and runs it, so a chain costs no broker round
-trip per step. Other newly ready steps go to the broker as hints for other workers; a
-hint whose step was already taken simply claims the next queued step or ends.
+A task drains its run: when it finishes steps it claims the next ready (or queued) steps
+of the same run in the same transaction and runs them, so a chain costs no broker round
+trip per step. In-process steps (noop, python) are claimed and finished in batches.
+Other newly ready steps go to the broker as hints for other workers; a hint whose step
+was already taken claims the next queued step of the run, or ends.
 """
 
+import threading
+
 from django.conf import settings
+from django.db import connection
+from django.utils import timezone
 
 from runs.engine import executors, transitions
 from runs.engine.dispatch import enqueue_steps
 from runs.engine.plan import plan_for
-from runs.models import worker_name
+from runs.models import StepRun, worker_name
 
 
 def execute_step(step_run_id: int | None, run_id: str) -> int:
     """Returns how many steps this task executed."""
     worker = worker_name()
-    step = transitions.step_claim(run_id, worker, step_run_id)
+    batch = transitions.step_claim(run_id, worker, step_run_id)
     executed = 0
-    while step is not None:
-        spec = plan_for(step.run).step(step.step_id)
-        outcome = executors.execute(step, spec)
-        executed += 1
-        ready, step = transitions.step_finish(step, outcome, worker=worker)
+    while batch:
+        results = run_batch(batch)
+        executed += len(results)
+        ready, batch = transitions.steps_finish(results, worker=worker)
         enqueue_steps(ready[: settings.TRELLIS["FANOUT_TASKS"]])
     return executed
+
+
+def run_batch(batch: list[StepRun]) -> list[tuple[StepRun, transitions.Outcome]]:
+    plan = plan_for(batch[0].run)
+    results = []
+    with _BatchLeases(batch) as leases:
+        for step in batch:
+            step.started_at = timezone.now()  # the claim time may be earlier in a batch
+            results.append((step, executors.execute(step, plan.step(step.step_id))))
+            leases.done(step)
+    return results
+
+
+class _BatchLeases(threading.Thread):
+    """Renews the leases of a batch's steps that have not run yet."""
+
+    def __init__(self, batch: list[StepRun]):
+        super().__init__(daemon=True)
+        self.waiting = {step.pk for step in batch[1:]}
+        self.stop = threading.Event()
+
+    def done(self, step: StepRun) -> None:
+        self.waiting.discard(step.pk)
+
+    def __enter__(self):
+        if self.waiting:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+
+    def run(self) -> None:
+        interval = settings.TRELLIS["LEASE_SECONDS"] / 3
+        try:
+            while not self.stop.wait(interval) and self.waiting:
+                transitions.renew_leases(list(self.waiting))
+        finally:
+            connection.close()
