@@ -20,3 +20,8 @@ def slow_once(context):
             handle.write(str(os.getpid()))
         time.sleep(60)
     return {"attempt": context.step["attempt"]}
+
+
+def emit_nul(context):
+    print("nul\x00in the log")
+    return {"text": "a\x00b"}

@@ -91,8 +91,12 @@ def validate(document) -> Validation:
     if not isinstance(document, dict):
         result.error("", "a workflow document must be a mapping")
         return result
+    where = nul_path(document, "")
+    if where is not None:
+        result.error(where.lstrip("."), "contains a NUL character, which cannot be stored")
+        return result
     for key in sorted(set(document) - TOP_LEVEL_KEYS):
-        result.warn(key, f"unknown field {key!r} is ignored")
+        result.warn(str(key), f"unknown field {key!r} is ignored")
     _validate_name(document.get("name"), result)
     _validate_top_level(document, result)
     _validate_schedule(document.get("schedule"), result)
@@ -353,8 +357,30 @@ def step_kind(step: dict) -> str:
     return step.get("kind", "noop" if "command" not in step else "shell")
 
 
+def nul_path(value, path: str) -> str | None:
+    """Where a NUL character hides in a JSON value (PostgreSQL cannot store it), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return path
+            found = nul_path(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_path(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
 def validate_input(schema: dict | None, value) -> list[dict]:
     """JSON Schema validation of a run input; each error names the field."""
+    where = nul_path(value, "input")
+    if where:
+        return [{"path": where, "message": "contains a NUL character, which cannot be stored"}]
     if not schema:
         return (
             []

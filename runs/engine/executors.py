@@ -110,7 +110,9 @@ def execute(step: StepRun, spec: dict) -> Outcome:
     writer = LogWriter(step)
     try:
         context = step_context(step, spec)
-        return executor(step, spec, context, writer)
+        outcome = executor(step, spec, context, writer)
+        outcome.error = outcome.error.replace("\x00", "\ufffd")
+        return outcome
     except Exception as exc:  # a bug or a bad template must fail the step, not the worker
         writer.write("stderr", traceback.format_exc())
         return Outcome(ok=False, reason=FailureReason.ERROR, error=f"{type(exc).__name__}: {exc}")
@@ -217,7 +219,10 @@ def _supervise(step, spec, argv, env, cwd, output_file, writer) -> Outcome:
             error=f"exit code {process.returncode}",
             exit_code=process.returncode,
         )
-    return Outcome(ok=True, outputs=read_output_file(output_file), exit_code=0)
+    outputs, error = clean_outputs(read_output_file(output_file))
+    if error:
+        return Outcome(ok=False, reason=FailureReason.ERROR, error=error, exit_code=0)
+    return Outcome(ok=True, outputs=outputs, exit_code=0)
 
 
 def _watch(step, spec, process, writer) -> str:
@@ -283,7 +288,7 @@ def read_output_file(path: str) -> dict:
     outputs: dict = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
+            for line in handle.read(MAX_OUTPUT_BYTES + 1).splitlines(keepends=True):
                 key, sep, value = line.rstrip("\n").partition("=")
                 if sep and key.strip():
                     outputs[key.strip()] = value
@@ -389,6 +394,30 @@ def run_python(step, spec, context, writer) -> Outcome:
     return _python_outcome(result)
 
 
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+
+
+def clean_outputs(outputs: dict) -> tuple[dict | None, str]:
+    """JSON-safe outputs without NUL characters (PostgreSQL cannot store them), or an error."""
+    try:
+        text = json.dumps(outputs, default=str)
+    except (TypeError, ValueError) as exc:
+        return None, f"outputs are not JSON: {exc}"
+    if len(text) > MAX_OUTPUT_BYTES:
+        return None, f"outputs are {len(text)} bytes; the limit is {MAX_OUTPUT_BYTES}"
+    return _without_nul(json.loads(text)), ""
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _python_outcome(result) -> Outcome:
     if result is None:
         result = {}
@@ -400,10 +429,9 @@ def _python_outcome(result) -> Outcome:
             reason=FailureReason.ERROR,
             error=f"a python step must return a dict or a list, not {type(result).__name__}",
         )
-    try:
-        outputs = json.loads(json.dumps(result, default=str))
-    except (TypeError, ValueError) as exc:
-        return Outcome(ok=False, reason=FailureReason.ERROR, error=f"outputs are not JSON: {exc}")
+    outputs, error = clean_outputs(result)
+    if error:
+        return Outcome(ok=False, reason=FailureReason.ERROR, error=error)
     row_count = next((len(v) for v in outputs.values() if isinstance(v, list)), None)
     return Outcome(ok=True, outputs=outputs, row_count=row_count)
 
@@ -445,6 +473,9 @@ def run_http(step, spec, context, writer) -> Outcome:
         outputs["json"] = json.loads(text)
     except ValueError:
         outputs["text"] = text
+    outputs, error = clean_outputs(outputs)
+    if error:
+        return Outcome(ok=False, reason=FailureReason.ERROR, error=error)
     expected = spec.get("expect_status")
     expected = expected if isinstance(expected, list) else [expected] if expected else None
     ok = status in expected if expected else 200 <= status < 300

@@ -161,3 +161,26 @@ def test_shipped_examples_run(engine, settings, users):
     loaded = StepOutput.objects.get(run=etl, step_run__step_id="load", key="loaded").value
     valid = StepOutput.objects.get(run=etl, step_run__step_id="validate", key="valid_rows").value
     assert loaded == str(valid)
+
+
+def test_nul_bytes_are_refused_in_input_and_cleaned_from_outputs(engine, make_workflow):
+    from runs.engine.errors import InvalidInput
+
+    make_workflow(
+        """
+name: nul
+steps:
+  - {id: emit, kind: python, callable: examples.handoff_test.emit_nul}
+  - {id: shell, kind: shell, command: "printf 'a\\\\000b\\\\n'; printf 'k=v\\\\000w\\\\n' >> $TRELLIS_OUTPUT"}
+"""
+    )
+    with pytest.raises(InvalidInput) as refused:
+        services.run_start(workflow="nul", input={"text": "a\x00b"})
+    assert refused.value.details["errors"][0]["path"] == "input.text"
+    assert not Run.objects.exists()
+
+    run, _ = services.run_start(workflow="nul")
+    assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
+    outputs = dict(StepOutput.objects.filter(run=run).values_list("key", "value"))
+    assert outputs["text"] == "a\ufffdb"
+    assert outputs["k"] == "v\ufffdw"
