@@ -169,3 +169,20 @@ steps:
     assert wait_for_run(run_id).status == RunStatus.SUCCEEDED
     again = trellis("run", "approve", run_id, "gate")
     assert again.returncode == 3 and "not waiting for approval" in again.stderr
+
+
+def test_logs_follow_streams_until_the_run_ends(engine, make_workflow):
+    make_workflow(
+        """
+name: chatty
+steps:
+  - {id: one, kind: shell, command: "echo first; sleep 1; echo second >&2"}
+  - {id: two, kind: shell, command: "echo third", depends_on: [one]}
+"""
+    )
+    run_id = json.loads(trellis("run", "start", "chatty", "--json").stdout)["run_id"]
+    result = trellis("run", "logs", run_id, "--follow", timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["[one] first", "[two] third"]
+    assert result.stderr.splitlines() == ["[one] second"]
+    assert Run.objects.get(pk=run_id).status == RunStatus.SUCCEEDED
