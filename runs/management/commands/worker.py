@@ -42,10 +42,11 @@ class Command(BaseCommand):
         while not stop.wait(interval):
             if no_ticker:
                 continue
+            # A connection broken by a database restart is replaced here, not reused.
+            close_old_connections()
             try:
                 tick()
             except Exception:
                 logger.exception("ticker failed")
-                close_old_connections()
         cluster.stop()
         self.stdout.write("trellis worker stopped")
