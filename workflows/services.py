@@ -4,6 +4,7 @@ from pathlib import Path
 
 from django.db import transaction
 
+from runs.engine.errors import Conflict, NotFound
 from workflows import definitions
 from workflows.models import Workflow, WorkflowVersion
 
@@ -40,6 +41,38 @@ def workflow_save(*, document: dict, source: str = "api", user=None, name: str |
         workflow.next_run_at = None  # the scheduler recomputes it from the new cron
         workflow.save()
     return workflow, created, True
+
+
+def workflow_create(*, document: dict, source: str = "api", user=None) -> Workflow:
+    """Create a new workflow; a name already taken is a conflict (update with PUT)."""
+    definitions.validate_or_raise(document)
+    if Workflow.objects.filter(name=document["name"]).exists():
+        raise Conflict(f"workflow {document['name']!r} already exists", code="workflow_exists")
+    workflow, _, _ = workflow_save(document=document, source=source, user=user)
+    return workflow
+
+
+def workflow_patch(*, name: str, changes: dict, source: str = "api", user=None):
+    """Apply a JSON merge patch (RFC 7386: null removes a key) to the current definition."""
+    workflow = Workflow.objects.filter(name=name).first()
+    if workflow is None:
+        raise NotFound(f"no workflow named {name!r}", code="workflow_not_found")
+    if not isinstance(changes, dict):
+        raise definitions.DefinitionError([{"path": "", "message": "a patch must be a mapping"}])
+    document = merge_patch(workflow.definition, changes)
+    return workflow_save(document=document, source=source, user=user, name=name)
+
+
+def merge_patch(target, patch):
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
 
 
 def workflow_files(directory: Path) -> list[Path]:
