@@ -2,8 +2,11 @@
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -37,7 +40,9 @@ def exception_handler(exc, context):
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, RequestDataTooBig):
-        return Response(error_body("request body too large", "too_large"), status=413)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = f"request body is over the limit of {limit} bytes"
+        return Response(error_body(message, "too_large"), status=413)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -66,3 +71,24 @@ def exception_handler(exc, context):
 
 def json_error(status_code: int, message: str, code: str) -> JsonResponse:
     return JsonResponse(error_body(message, code), status=status_code)
+
+
+API_PREFIX = "/api/"
+
+
+@csrf_exempt
+def not_found(request, *args, **kwargs):
+    """Any path under /api/v1 that names no endpoint, whatever the method."""
+    return json_error(404, f"no API endpoint at {request.path}", "not_found")
+
+
+def handler404(request, exception=None):
+    if request.path.startswith(API_PREFIX):
+        return not_found(request)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith(API_PREFIX):
+        return json_error(500, "internal server error", "server_error")
+    return defaults.server_error(request)

@@ -17,7 +17,7 @@ def scopes_of(request) -> set[str]:
 
 class ScopePermission(permissions.BasePermission):
     """Views declare `required_scope` (or per-action `scope_map`); default: read for safe
-    methods, run otherwise."""
+    methods, the view's `write_scope` (default run) otherwise."""
 
     message = "this token lacks the scope this request needs"
 
@@ -42,4 +42,4 @@ def required_scope(request, view) -> str:
         return scope_map[action]
     if hasattr(view, "required_scope"):
         return view.required_scope
-    return "read" if request.method in SAFE else "run"
+    return "read" if request.method in SAFE else getattr(view, "write_scope", "run")
