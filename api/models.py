@@ -35,19 +35,22 @@ class ApiToken(models.Model):
     def hash_key(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
 
+    @staticmethod
+    def generate_key() -> str:
+        return "trl_" + secrets.token_urlsafe(32)
+
+    def set_key(self, key: str) -> None:
+        self.prefix = key[:12]
+        self.key_hash = self.hash_key(key)
+
     @classmethod
     def issue(
         cls, *, user, scopes: list[str], name: str = "", expires_at=None
     ) -> tuple["ApiToken", str]:
-        key = "trl_" + secrets.token_urlsafe(32)
-        token = cls.objects.create(
-            user=user,
-            name=name,
-            prefix=key[:12],
-            key_hash=cls.hash_key(key),
-            scopes=",".join(scopes),
-            expires_at=expires_at,
-        )
+        key = cls.generate_key()
+        token = cls(user=user, name=name, scopes=",".join(scopes), expires_at=expires_at)
+        token.set_key(key)
+        token.save()
         return token, key
 
     @property
