@@ -30,7 +30,7 @@ serve: install
 
 # The whole suite on the embedded default (SQLite), then on PostgreSQL + Redis.
 # With CI=true an unreachable PostgreSQL or Redis fails the run instead of skipping it.
-test: install-test lint test-sqlite test-postgres
+test: install-test lint test-sqlite test-postgres test-schema
 
 lint: install-test
 	$(BIN)/ruff check .
@@ -51,6 +51,11 @@ test-postgres: install-test
 	else \
 		echo "PostgreSQL or Redis unreachable: skipped the PostgreSQL + Redis pass"; \
 	fi
+
+# The API against its OpenAPI document with schemathesis, on a live `trellis serve`.
+.PHONY: test-schema
+test-schema: install-test
+	bash tests/schema_check.sh
 
 bench: install
 	$(BIN)/trellis bench
