@@ -56,7 +56,7 @@ class Run(models.Model):
         permissions = [("cancel_run", "Can cancel and resume runs")]
 
     def __str__(self) -> str:
-        return f"{self.workflow_id}:{self.id}"
+        return f"{self.workflow.name} {self.id}"
 
     @property
     def is_terminal(self) -> bool:
