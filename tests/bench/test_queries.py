@@ -1,0 +1,59 @@
+"""SQL statements per step transition, counted as a worker drives a run (no broker hop:
+the task function called in-process). A budget, so an added query is a visible choice."""
+
+import pytest
+
+from runs import bench, services
+from runs.engine import worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_broker(monkeypatch):
+    """Nothing reaches a broker, so no other worker can take a step of these runs."""
+    monkeypatch.setattr(services, "enqueue_steps", lambda steps: None)
+    monkeypatch.setattr(worker, "enqueue_steps", lambda steps: None)
+
+
+CHAIN = """
+name: q-chain
+steps:
+  - {id: a, kind: noop}
+  - {id: b, kind: noop, depends_on: [a]}
+  - {id: c, kind: noop, depends_on: [b]}
+  - {id: d, kind: noop, depends_on: [c]}
+  - {id: e, kind: noop, depends_on: [d]}
+"""
+FANOUT = (
+    """
+name: q-fanout
+steps:
+  - {id: root, kind: noop}
+"""
+    + "".join(f"  - {{id: p{i}, kind: noop, depends_on: [root]}}\n" for i in range(40))
+    + """
+  - {id: join, kind: noop, depends_on: ["""
+    + ", ".join(f"p{i}" for i in range(40))
+    + """]}
+"""
+)
+
+
+def test_chain_queries_per_step(make_workflow):
+    make_workflow(CHAIN)
+    run, _ = services.run_start(workflow="q-chain")
+    figures = bench.queries_of_task(run)
+    assert figures["tasks"] == 1, "one task runs the whole chain: no broker hop per step"
+    # One transaction per step: lock the run, finish the step, its attempt row, read the
+    # step states, claim the next step, the events, the run row (+ BEGIN/COMMIT on SQLite);
+    # plus the claim of the first step.
+    assert figures["per_step"] <= 11, figures
+
+
+def test_fanout_queries_per_step(make_workflow):
+    make_workflow(FANOUT)
+    run, _ = services.run_start(workflow="q-fanout")
+    figures = bench.queries_of_task(run)
+    assert figures["steps"] == 42
+    assert figures["per_step"] <= 3, figures
