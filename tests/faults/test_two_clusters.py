@@ -5,12 +5,12 @@ import pytest
 from django.db import connection
 
 from runs import services
+from runs.bench import process_tree
 from runs.engine.dispatch import enqueue_steps
 from runs.models import Run, RunEvent, StepAttempt, StepRun
 from runs.status import RunStatus, StepStatus
 from tests.faults.conftest import (
     assert_events_complete,
-    process_tree,
     successful_attempts,
     wait_all_terminal,
     wait_progress,

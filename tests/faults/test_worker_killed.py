@@ -9,12 +9,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from runs import services
+from runs.bench import process_tree
 from runs.models import Run, RunEvent, StepAttempt, StepRun
 from runs.status import RunStatus, StepStatus
 from tests.conftest import ENGINE_ENV
 from tests.faults.conftest import (
     assert_events_complete,
-    process_tree,
     wait_all_terminal,
     worker_pid,
 )
