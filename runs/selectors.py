@@ -150,11 +150,15 @@ def latest_run(workflow: Workflow) -> Run:
 
 
 def run_wait(run_id: str, seconds: float, poll: float = 0.1) -> Run:
-    """The run once it is finished or waits for an approval, or as it is after `seconds`."""
+    """The run once it is finished or waits for an approval, or as it is after `seconds`
+    (at once for a run scheduled to start later than that)."""
     deadline = time.monotonic() + seconds
+    latest_start = timezone.now() + timedelta(seconds=seconds)
     while True:
         run = run_for_api(run_id)
         if run.status in RUN_TERMINAL or run.status == RunStatus.WAITING:
+            return run
+        if run.status == RunStatus.SCHEDULED and run.start_at and run.start_at > latest_start:
             return run
         if time.monotonic() >= deadline:
             return run

@@ -39,13 +39,16 @@ for _ in $(seq 1 100); do
 done
 
 echo "schemathesis against $BASE/api/v1/schema/ ($EXAMPLES examples per operation)"
-"$BIN/schemathesis" run "$BASE/api/v1/schema/" \
+SCHEMATHESIS="$(cd "$BIN" && pwd)/schemathesis"
+cd "$WORK"  # schemathesis keeps its example database in the working directory
+"$SCHEMATHESIS" run "$BASE/api/v1/schema/" \
   --header "Authorization: Bearer $KEY" \
   --checks not_a_server_error,response_schema_conformance \
   --max-examples "$EXAMPLES" \
   --seed 1 \
   --workers 1 \
   --request-timeout 70 \
+  --wait-for-schema 30 \
   --suppress-health-check all \
   --no-color \
   --output-truncate true \

@@ -102,3 +102,14 @@ def test_django_error_handlers_answer_json_under_api():
     assert response.status_code == 404 and b'"not_found"' in response.content
     page = errors.handler404(factory.get("/elsewhere"), None)
     assert page.status_code == 404 and b"not_found" not in page.content
+
+
+def test_options_describe_endpoints(api, chain):
+    for path in (
+        "/api/v1/runs",
+        "/api/v1/workflows/chain/runs",
+        "/api/v1/workflows",
+        "/api/v1/runs/bulk",
+    ):
+        response = api.options(path)
+        assert response.status_code == 200, path

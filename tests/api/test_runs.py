@@ -100,6 +100,16 @@ def test_wait_answers_202_for_a_run_waiting_for_approval_at_once(api, gated):
     assert (timezone.now() - started).total_seconds() < 5
 
 
+def test_wait_does_not_hold_for_a_run_scheduled_later(api, chain):
+    later = (timezone.now() + timezone.timedelta(hours=1)).isoformat()
+    started = timezone.now()
+    response = api.post(
+        "/api/v1/runs?wait=30", {"workflow": "chain", "start_at": later}, format="json"
+    )
+    assert response.status_code == 202 and response.json()["status"] == RunStatus.SCHEDULED
+    assert (timezone.now() - started).total_seconds() < 5
+
+
 def test_start_needs_run_scope(client_for, users, chain):
     reader = client_for(users["owner"], "read")
     response = reader.post("/api/v1/runs", {"workflow": "chain"}, format="json")

@@ -197,6 +197,13 @@ def test_approvals_inbox(api, users, gated, make_workflow):
     assert [r["run_id"] for r in only["results"]] == [second.pk]
 
 
+def test_approvals_inbox_takes_few_queries(api, users, gated, django_assert_max_num_queries):
+    for _ in range(25):
+        start("gated", user=users["owner"])
+    with django_assert_max_num_queries(5):
+        assert api.get("/api/v1/approvals?limit=100").json()["count"] == 25
+
+
 GATED_TWO = """
 name: two-keys
 steps:
