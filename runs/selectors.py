@@ -47,11 +47,7 @@ def run_summary(run: Run) -> dict:
 
 def step_rows(run: Run) -> list[dict]:
     """Step runs with attempt counts; for a run not started yet, its planned steps."""
-    steps = list(
-        StepRun.objects.filter(run=run)
-        .annotate(attempt_count=Count("attempts"))
-        .order_by("position")
-    )
+    steps = list(StepRun.objects.filter(run=run).order_by("position"))
     if not steps and run.status in RUN_NOT_STARTED:
         from runs.engine.plan import plan_for
 
@@ -76,7 +72,7 @@ def step_rows(run: Run) -> list[dict]:
             "step_id": s.step_id,
             "kind": s.kind,
             "status": s.status,
-            "attempts": s.attempt_count if s.kind != "approval" else s.attempt,
+            "attempts": s.attempt,
             "started_at": s.started_at.isoformat() if s.started_at else None,
             "finished_at": s.finished_at.isoformat() if s.finished_at else None,
             "duration_ms": s.duration_ms,
@@ -193,6 +189,13 @@ def step_details(run: Run, step_id: str | None = None) -> list[dict]:
     attempts: dict[int, list[dict]] = {}
     for attempt in StepAttempt.objects.filter(step_run__in=steps).order_by("number"):
         attempts.setdefault(attempt.step_run_id, []).append(_attempt_row(attempt))
+    for s in steps:
+        # An attempt's row is written when it ends; the one in progress lives on the step.
+        if s.status == StepStatus.RUNNING:
+            current = StepAttempt(
+                number=s.attempt, status=s.status, started_at=s.started_at, worker=s.worker
+            )
+            attempts.setdefault(s.pk, []).append(_attempt_row(current))
     decisions: dict[int, list[dict]] = {}
     approvals = Approval.objects.filter(step_run__in=steps).select_related("user")
     for approval in approvals.order_by("created_at"):

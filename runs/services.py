@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from runs.engine import transitions
 from runs.engine.dispatch import enqueue_steps
-from runs.engine.errors import InvalidInput, NotFound
+from runs.engine.errors import Conflict, InvalidInput, NotFound
 from runs.models import Run, RunEvent, StepRun
 from runs.status import RunStatus, Trigger
 from workflows.definitions import validate_input
@@ -68,7 +68,7 @@ def run_start(
     if idempotency_key:
         existing = Run.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
-            return existing, False
+            return _same_workflow(existing, workflow, idempotency_key), False
     value = check_input(workflow, input)
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("params must be an object")
@@ -98,6 +98,16 @@ def run_start(
         return existing, False
     run.refresh_from_db()
     return run, True
+
+
+def _same_workflow(run: Run, workflow: Workflow, key: str) -> Run:
+    if run.workflow_id != workflow.pk:
+        raise Conflict(
+            f"idempotency_key {key!r} was used for a run of another workflow",
+            code="idempotency_key_reused",
+            details={"run_id": run.pk},
+        )
+    return run
 
 
 def _create_run(workflow, value, params, trigger, user, start_at, logical_date, key, status) -> Run:
