@@ -29,6 +29,21 @@ def trellis(*args, timeout=60, user="alice"):
     )
 
 
+def start_watching(workflow: str):
+    """`trellis run start <workflow> --watch` in the background, once its run is running."""
+    env = {**os.environ, "DATABASE_URL": database_url_for_tests()}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "config.cli", "run", "start", workflow, "--watch"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = wait_until(lambda: Run.objects.filter(workflow__name=workflow, status="running").first())
+    return watcher, run
+
+
 SCHEMA_WF = """
 name: typed
 input_schema:
@@ -57,32 +72,14 @@ def test_watch_exit_codes_for_failed_and_cancelled(engine, make_workflow):
     assert trellis("run", "start", "fails", "--watch").returncode == 1
 
     make_workflow("name: sleeps\nsteps:\n  - {id: nap, kind: shell, command: 'sleep 30'}\n")
-    env = {**os.environ, "DATABASE_URL": database_url_for_tests()}
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "config.cli", "run", "start", "sleeps", "--watch"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    run = wait_until(lambda: Run.objects.filter(workflow__name="sleeps", status="running").first())
+    watcher, run = start_watching("sleeps")
     assert trellis("run", "cancel", run.pk, "--grace", "0").returncode == 0
     assert watcher.wait(timeout=30) == 2
 
 
 def test_ctrl_c_detaches_without_cancelling(engine, make_workflow):
     make_workflow("name: sleeps\nsteps:\n  - {id: nap, kind: shell, command: 'sleep 2'}\n")
-    env = {**os.environ, "DATABASE_URL": database_url_for_tests()}
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "config.cli", "run", "start", "sleeps", "--watch"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    run = wait_until(lambda: Run.objects.filter(workflow__name="sleeps", status="running").first())
+    watcher, run = start_watching("sleeps")
     time.sleep(0.3)
     watcher.send_signal(signal.SIGINT)
     _, err = watcher.communicate(timeout=10)
