@@ -373,6 +373,8 @@ def shape_api(bench: Bench, port: int, token: str, seconds: float | None = None)
     body = json.dumps({"workflow": bench.workflows["single"].name, "input": {}})
     listing = http_load(port, token, "GET", path, None, seconds)
     posting = http_load(port, token, "POST", "/api/v1/runs", body, seconds)
+    # The server's workers run what was posted; let them finish before the next repeat.
+    wait_for(list(Run.objects.exclude(status__in=RUN_TERMINAL).values_list("pk", flat=True)))
     return {
         **{f"list_{key}": value for key, value in listing.items()},
         **{f"post_{key}": value for key, value in posting.items()},
@@ -641,7 +643,7 @@ def _command(pid: int) -> str:
 class MemorySampler:
     """Peak memory of a child's process tree while the shapes run."""
 
-    def __init__(self, child: Child, interval: float = 0.25):
+    def __init__(self, child: Child, interval: float = 1.0):
         self.child, self.interval = child, interval
         self.peak = {"processes": 0, "rss_mib": 0.0, "pss_mib": 0.0, "largest_rss_mib": 0.0}
         self.done = threading.Event()
@@ -792,6 +794,7 @@ def seed_runs(workflow, count: int) -> dict:
         sql, params = f"{rows} {insert} FROM g", [count, *params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        cursor.execute(f"ANALYZE {Run._meta.db_table}")  # planner statistics, as in production
     seconds = time.perf_counter() - started
     log(f"seeded {count} runs in {seconds:.1f} s")
     return {"runs": count, "seconds": round(seconds, 2)}
