@@ -33,11 +33,12 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 from django.db.models import Max
 from django.test.utils import CaptureQueriesContext
 from django.urls import Resolver404, resolve
 from django.utils import timezone
+from django_q.brokers import get_broker
 
 from runs import services
 from runs.engine import dispatch, executors, transitions
@@ -117,11 +118,8 @@ def log(message: str) -> None:
 def run(options: Options) -> dict:
     """Create the bench database, run the bench inside it in a child process, drop it."""
     url, drop = _throwaway_database()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "TRELLIS_QUEUE_NAME": f"bench-{os.getpid()}-{secrets.token_hex(3)}",
-    }
+    queue = f"bench-{os.getpid()}-{secrets.token_hex(3)}"
+    env = {**os.environ, "DATABASE_URL": url, "TRELLIS_QUEUE_NAME": queue}
     try:
         log(f"database {url.rsplit('@', 1)[-1]}, queue {env['TRELLIS_QUEUE_NAME']}")
         child = subprocess.run(
@@ -133,6 +131,8 @@ def run(options: Options) -> dict:
         )
     finally:
         drop()
+        if settings.REDIS_URL:  # tasks a failed bench left behind
+            get_broker(list_key=queue).delete_queue()
     if child.returncode != 0:
         raise BenchError(f"the bench failed (exit {child.returncode}); see the lines above")
     return json.loads(child.stdout)
@@ -149,9 +149,12 @@ def _throwaway_database():
         with connection.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
 
-    drop()
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    try:
+        drop()
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+    except DatabaseError as exc:
+        raise BenchError(f"cannot create the database {BENCH_DATABASE}: {exc}") from None
     url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{BENCH_DATABASE}").geturl()
     return url, drop
 

@@ -57,7 +57,8 @@ def clusters(request, transactional_db):
     for process in started:
         process.kill_hard()
     broker().purge_queue()
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
         for number, process in enumerate(started):
             print(f"--- cluster {number} output ---\n{process.output()}")
 
