@@ -159,7 +159,7 @@ TRELLIS = {
     # At most this many broker tasks for the steps one step makes ready; each task keeps
     # claiming queued steps of the run until none is left.
     "FANOUT_TASKS": env_int("TRELLIS_FANOUT_TASKS", 16, minimum=1),
-    # In-process steps (noop, python) a worker claims and finishes together.
+    # No-op steps a worker claims and finishes together.
     "BATCH_STEPS": env_int("TRELLIS_BATCH_STEPS", 16, minimum=1),
 }
 

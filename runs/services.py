@@ -73,21 +73,13 @@ def run_start(
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("params must be an object")
     scheduled = start_at is not None and start_at > timezone.now()
+    run = _new_run(workflow, value, params, trigger, user, start_at, logical_date, idempotency_key)
     try:
         with transaction.atomic():
-            locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
-            run = _create_run(
-                locked,
-                value,
-                params,
-                trigger,
-                user,
-                start_at,
-                logical_date,
-                idempotency_key,
-                RunStatus.SCHEDULED if scheduled else RunStatus.PENDING,
-            )
-            ready = [] if scheduled else transitions.admit_new_run(locked, run)
+            if workflow.definition.get("max_active_runs"):
+                # Serialise starts of this workflow so its active runs are counted right.
+                workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+            ready = transitions.admit_new_run(workflow, run, scheduled=scheduled)
             transaction.on_commit(lambda: enqueue_steps(ready))
     except IntegrityError:
         existing = (
@@ -95,8 +87,7 @@ def run_start(
         )
         if existing is None:
             raise
-        return existing, False
-    run.refresh_from_db()
+        return _same_workflow(existing, workflow, idempotency_key), False
     return run, True
 
 
@@ -110,13 +101,12 @@ def _same_workflow(run: Run, workflow: Workflow, key: str) -> Run:
     return run
 
 
-def _create_run(workflow, value, params, trigger, user, start_at, logical_date, key, status) -> Run:
+def _new_run(workflow, value, params, trigger, user, start_at, logical_date, key) -> Run:
     version = workflow.current_version
-    run = Run.objects.create(
+    return Run(
         workflow=workflow,
         version=version,
         dag_hash=version.dag_hash,
-        status=status,
         trigger=trigger,
         created_by=user if user and user.is_authenticated else None,
         input=value,
@@ -124,12 +114,7 @@ def _create_run(workflow, value, params, trigger, user, start_at, logical_date, 
         start_at=start_at,
         logical_date=logical_date,
         idempotency_key=key or None,
-        event_seq=1,
     )
-    RunEvent.objects.create(
-        run=run, seq=1, type="run.status", status=status, data={"trigger": trigger}
-    )
-    return run
 
 
 def run_bulk_start(*, workflow, inputs: list, trigger: str = Trigger.BULK, user=None) -> list[str]:

@@ -1,10 +1,12 @@
 """Shared fixtures: named users, workflows from YAML, and a real `trellis worker` process
 (django-q2 cluster + ticker) running against the test database."""
 
+import collections
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,7 +75,14 @@ class WorkerProcess:
         line = self.proc.stdout.readline()  # printed once the cluster is up
         if "trellis worker" not in line:
             raise RuntimeError(f"worker did not start: {line}{self.proc.stdout.read()}")
+        # Keep reading, or the worker blocks once the pipe's buffer is full.
+        self.output: collections.deque[str] = collections.deque(maxlen=200)
+        threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
         return self
+
+    def _drain(self, pipe) -> None:
+        for line in pipe:
+            self.output.append(line)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

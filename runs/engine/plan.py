@@ -14,6 +14,12 @@ class Plan:
     graph: dict[str, list[str]]
     order: list[str]
     children: dict[str, list[str]] = field(default_factory=dict)
+    roots: frozenset[str] = frozenset()
+
+    @property
+    def starts_fresh(self) -> bool:
+        """A new run can start with its roots queued in one go (no approval gate first)."""
+        return all(definitions.step_kind(self.steps[r]) != "approval" for r in self.roots)
 
     def step(self, step_id: str) -> dict:
         return self.steps[step_id]
@@ -50,6 +56,7 @@ def build_plan(document: dict) -> Plan:
         graph=dag,
         order=graph.order(dag),
         children=graph.children_of(dag),
+        roots=frozenset(step_id for step_id, deps in dag.items() if not deps),
     )
 
 

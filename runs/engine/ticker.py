@@ -5,6 +5,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,6 +32,9 @@ def tick() -> dict:
     ):
         try:
             counts[name] = action()
+        except DatabaseError as exc:  # the database is away: say so once, try next tick
+            logger.warning("ticker: database unavailable (%s)", str(exc).strip()[:200])
+            break
         except Exception:  # one failing chore must not stop the others
             logger.exception("ticker: %s failed", name)
     return counts

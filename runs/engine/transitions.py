@@ -87,43 +87,127 @@ def free_slots(workflow: Workflow) -> tuple[int, int]:
     return limit - active, global_free
 
 
-def admit_new_run(workflow: Workflow, run: Run) -> Ready:
-    """Admit a just-created run; the caller holds the workflow row lock."""
+def admit_new_run(workflow: Workflow, run: Run, *, scheduled: bool = False) -> Ready:
+    """Insert a new run (built, not saved) in its first state: running with its root
+    steps queued when a slot is free, else queued, skipped or replacing the oldest run,
+    per `overlap`. With `max_active_runs` the caller holds the workflow row lock."""
+    now = timezone.now()
+    if scheduled:
+        return _insert_waiting(run, RunStatus.SCHEDULED)
     workflow_free, global_free = free_slots(workflow)
     if workflow_free <= 0:
         overlap = workflow.definition.get("overlap", "queue")
         if overlap == "skip":
-            run_stop(run.pk, reason=FailureReason.SKIPPED_OVERLAP, error="max_active_runs reached")
-            return []
+            run.finished_at, run.duration_ms = now, 0
+            run.reason, run.error = FailureReason.SKIPPED_OVERLAP, "max_active_runs reached"
+            return _insert_waiting(run, RunStatus.CANCELLED, reason=run.reason)
         if overlap == "cancel_running":
             _cancel_oldest_active(workflow, count=1 - workflow_free)
             workflow_free = 1
     if workflow_free <= 0 or global_free <= 0:
-        with locked_run(run.pk) as tx:
-            if tx.run.status == RunStatus.PENDING:
-                tx.run_status(RunStatus.QUEUED)
-        return []
-    return start_run(run.pk)
+        return _insert_waiting(run, RunStatus.QUEUED)
+    plan = plan_for(run)
+    if not plan.starts_fresh:
+        _insert_waiting(run, RunStatus.PENDING)
+        return start_run(run.pk)
+    rows, events = _begin_fresh(run, plan, now)
+    run.save(force_insert=True)
+    StepRun.objects.bulk_create(rows)
+    RunEvent.objects.bulk_create(events)
+    return [(row.pk, run.pk) for row in rows if row.status == StepStatus.QUEUED]
+
+
+def _insert_waiting(run: Run, status: str, **data) -> Ready:
+    run.status, run.event_seq = status, 1
+    run.save(force_insert=True)
+    RunEvent.objects.create(
+        run=run, seq=1, type="run.status", status=status, data={"trigger": run.trigger, **data}
+    )
+    return []
+
+
+def _begin_fresh(run: Run, plan: Plan, now) -> tuple[list[StepRun], list[RunEvent]]:
+    """Make a run that has no step rows yet start now: set its fields, and return its
+    step rows (roots queued) and events for the caller to insert."""
+    timeout = plan.definition.get("timeout")
+    run.status, run.started_at = RunStatus.RUNNING, now
+    run.deadline_at = now + timedelta(seconds=timeout) if timeout else None
+    rows = _new_step_rows(run, plan)
+    seq = run.event_seq
+    events = [
+        RunEvent(
+            run_id=run.pk,
+            seq=seq + 1,
+            type="run.status",
+            status=RunStatus.RUNNING,
+            data={"trigger": run.trigger},
+            created_at=now,
+        )
+    ]
+    for row in rows:
+        if row.step_id in plan.roots:
+            row.status, row.enqueued_at = StepStatus.QUEUED, now
+            events.append(
+                RunEvent(
+                    run_id=run.pk,
+                    seq=seq + len(events) + 1,
+                    type="step.status",
+                    step_id=row.step_id,
+                    status=StepStatus.QUEUED,
+                    created_at=now,
+                )
+            )
+    run.event_seq = seq + len(events)
+    return rows, events
 
 
 def admit_waiting(workflow_id: int) -> Ready:
-    """Start the oldest waiting runs of a workflow that fit in the free slots."""
+    """Start the oldest waiting runs of a workflow that fit in the free slots, together:
+    runs with no step rows yet take a few statements in all, not a transaction each."""
     now = timezone.now()
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
         slots = min(free_slots(workflow))
         if slots <= 0:
             return []
-        waiting = (
+        waiting = list(
             Run.objects.filter(workflow=workflow, status__in=RUN_NOT_STARTED)
             .filter(Q(start_at__isnull=True) | Q(start_at__lte=now))
             .order_by("created_at")
             .values_list("pk", flat=True)[:slots]
         )
-        ready: Ready = []
-        for run_id in list(waiting):
-            ready += start_run(run_id)
+        runs = list(
+            Run.objects.select_for_update().filter(pk__in=waiting, status__in=RUN_NOT_STARTED)
+        )
+        with_steps = set(
+            StepRun.objects.filter(run_id__in=waiting).values_list("run_id", flat=True)
+        )
+        fresh = [r for r in runs if r.pk not in with_steps and plan_for(r).starts_fresh]
+        ready = _start_fresh(fresh, now)
+        for run in runs:
+            if run not in fresh:
+                ready += start_run(run.pk)
     return ready
+
+
+def _start_fresh(runs: list[Run], now) -> Ready:
+    rows, events, groups = [], [], {}
+    for run in runs:
+        before = run.event_seq
+        run_rows, run_events = _begin_fresh(run, plan_for(run), now)
+        rows += run_rows
+        events += run_events
+        groups.setdefault((run.deadline_at, run.event_seq - before), []).append(run.pk)
+    for (deadline, added), ids in groups.items():
+        Run.objects.filter(pk__in=ids).update(
+            status=RunStatus.RUNNING,
+            started_at=now,
+            deadline_at=deadline,
+            event_seq=F("event_seq") + added,
+        )
+    StepRun.objects.bulk_create(rows)
+    RunEvent.objects.bulk_create(events)
+    return [(row.pk, row.run_id) for row in rows if row.status == StepStatus.QUEUED]
 
 
 def _cancel_oldest_active(workflow: Workflow, count: int) -> None:
@@ -320,7 +404,9 @@ def _after_run_finished(workflow_id: int) -> None:
 # --- step execution ----------------------------------------------------------------------
 
 
-IN_PROCESS_KINDS = frozenset({"noop", "python", "respond"})
+# Steps with no side effects that finish at once; a python step may take a while, so it
+# is claimed alone and its siblings stay free for other workers.
+BATCHABLE_KINDS = frozenset({"noop", "respond"})
 
 
 def batch_limit() -> int:
@@ -344,14 +430,13 @@ def _is_due(step: StepState, now) -> bool:
 
 
 def _pick_batch(candidates: list[StepState]) -> list[StepState]:
-    """One shell or http step, or up to `batch_limit()` in-process steps: those finish in
-    microseconds to milliseconds, so claiming and finishing them together saves a
-    transaction per step."""
+    """One step, or up to `batch_limit()` no-op steps: those finish in microseconds, so
+    claiming and finishing them together saves a transaction per step."""
     if not candidates:
         return []
-    if candidates[0].kind not in IN_PROCESS_KINDS:
+    if candidates[0].kind not in BATCHABLE_KINDS:
         return candidates[:1]
-    return [s for s in candidates if s.kind in IN_PROCESS_KINDS][: batch_limit()]
+    return [s for s in candidates if s.kind in BATCHABLE_KINDS][: batch_limit()]
 
 
 def _claim_batch(tx: RunTx, steps: list[StepState], worker: str, from_status: str) -> list[StepRun]:
@@ -461,10 +546,11 @@ def _finish_one(tx: RunTx, plan: Plan, step: StepRun, outcome: Outcome, now, lea
         )
         event["retry_at"] = fields["not_before"].isoformat()
     else:
-        started = step.started_at or now
+        finished = step.finished_at or now
+        started = step.started_at or finished
         fields.update(
-            finished_at=now,
-            duration_ms=int((now - started).total_seconds() * 1000),
+            finished_at=finished,
+            duration_ms=int((finished - started).total_seconds() * 1000),
             row_count=outcome.row_count,
         )
     if guard.update(**fields) != 1:
@@ -481,7 +567,7 @@ def _attempt_row(step: StepRun, outcome: Outcome, now) -> StepAttempt:
         number=step.attempt,
         status=StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
         started_at=step.started_at or now,
-        finished_at=now,
+        finished_at=step.finished_at or now,
         exit_code=outcome.exit_code,
         reason=outcome.reason,
         error=outcome.error[-10_000:],

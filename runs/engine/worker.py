@@ -2,7 +2,7 @@
 
 A task drains its run: when it finishes steps it claims the next ready (or queued) steps
 of the same run in the same transaction and runs them, so a chain costs no broker round
-trip per step. In-process steps (noop, python) are claimed and finished in batches.
+trip per step. No-op steps are claimed and finished in batches.
 Other newly ready steps go to the broker as hints for other workers; a hint whose step
 was already taken claims the next queued step of the run, or ends.
 """
@@ -39,6 +39,7 @@ def run_batch(batch: list[StepRun]) -> list[tuple[StepRun, transitions.Outcome]]
         for step in batch:
             step.started_at = timezone.now()  # the claim time may be earlier in a batch
             results.append((step, executors.execute(step, plan.step(step.step_id))))
+            step.finished_at = timezone.now()
             leases.done(step)
     return results
 
