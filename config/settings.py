@@ -209,7 +209,23 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# `default` holds throttling counters; `cluster` holds django-q2's cluster stats, which
+# the web process reads for /health, so it must be shared between processes.
+if REDIS_URL:
+    _shared_cache = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+    }
+    CACHES = {"default": _shared_cache, "cluster": _shared_cache}
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "cluster": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        },
+    }
+Q_CLUSTER["cache"] = "cluster"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
