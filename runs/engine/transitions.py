@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import BigIntegerField, Case, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from runs.engine.errors import Conflict, Forbidden, NotFound
@@ -497,8 +497,16 @@ def steps_finish(
     with locked_run(run_id) as tx:
         plan = plan_for(tx.run)
         attempts, outputs = [], []
-        moved = False
+        plain = []
+        if len(results) > 1 and not lease_expired:
+            plain = [(s, o) for s, o in results if o.ok and not o.outputs and o.row_count is None]
+        for step in _finish_plain_successes(tx, [s for s, _ in plain], now):
+            attempts.append(_attempt_row(step, Outcome(ok=True), now))
+        moved = bool(attempts)
+        done_together = {id(step) for step, _ in plain}
         for step, outcome in results:
+            if id(step) in done_together:
+                continue
             if _finish_one(tx, plan, step, outcome, now, lease_expired):
                 moved = True
                 attempts.append(_attempt_row(step, outcome, now))
@@ -516,6 +524,45 @@ def steps_finish(
             claimed = _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
         taken = {c.pk for c in claimed}
         return [r for r in ready if r[0] not in taken], claimed
+
+
+def _finish_plain_successes(tx: RunTx, steps: list[StepRun], now) -> list[StepRun]:
+    """Succeed a batch of steps that produced nothing (no-ops) in one UPDATE."""
+    if not steps:
+        return []
+    current = set(
+        StepRun.objects.filter(pk__in=[s.pk for s in steps], status=StepStatus.RUNNING).values_list(
+            "pk", "attempt"
+        )
+    )
+    steps = [s for s in steps if (s.pk, s.attempt) in current]
+    if not steps:
+        return []
+
+    def per_step(value_of, field):
+        whens = [When(pk=s.pk, then=Value(value_of(s), output_field=field)) for s in steps]
+        return Case(*whens, output_field=field)
+
+    def finished(step):
+        return step.finished_at or now
+
+    StepRun.objects.filter(pk__in=[s.pk for s in steps]).update(
+        status=StepStatus.SUCCEEDED,
+        lease_expires_at=None,
+        exit_code=None,
+        reason="",
+        error="",
+        row_count=None,
+        started_at=per_step(lambda s: s.started_at or finished(s), DateTimeField()),
+        finished_at=per_step(finished, DateTimeField()),
+        duration_ms=per_step(
+            lambda s: int((finished(s) - (s.started_at or finished(s))).total_seconds() * 1000),
+            BigIntegerField(),
+        ),
+    )
+    for step in steps:
+        tx.step_status(step.step_id, StepStatus.SUCCEEDED, attempt=step.attempt)
+    return steps
 
 
 def _finish_one(tx: RunTx, plan: Plan, step: StepRun, outcome: Outcome, now, lease_expired):
