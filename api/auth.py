@@ -10,7 +10,10 @@ class TokenAuthentication(authentication.BaseAuthentication):
     keywords = ("token", "bearer")
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).split()
+        try:
+            header = authentication.get_authorization_header(request).split()
+        except UnicodeEncodeError:  # only latin-1 can arrive in a header
+            raise exceptions.AuthenticationFailed("invalid token") from None
         if not header or header[0].lower().decode(errors="replace") not in self.keywords:
             return None
         if len(header) != 2:

@@ -3,7 +3,7 @@
 import logging
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
@@ -43,6 +43,9 @@ def exception_handler(exc, context):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         message = f"request body is over the limit of {limit} bytes"
         return Response(error_body(message, "too_large"), status=413)
+    if isinstance(exc, SuspiciousOperation):  # too many query fields, a bad header, …
+        set_rollback()
+        return Response(error_body(str(exc) or "bad request", "bad_request"), status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -8,6 +8,9 @@ from rest_framework.exceptions import ValidationError
 from runs import selectors
 from runs.status import RunStatus, Trigger
 
+TRUE = ("true", "True", "1")
+FALSE = ("false", "False", "0")
+
 
 class ChoiceInFilter(filters.BaseInFilter, filters.ChoiceFilter):
     """A comma list of allowed values: `?status=failed,cancelled`."""
@@ -38,7 +41,9 @@ class RunFilter(filters.FilterSet):
     created_by = filters.CharFilter(field_name="created_by__username", help_text="username")
     created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    q = filters.CharFilter(field_name="id", lookup_expr="startswith", help_text="run id prefix")
+    q = filters.CharFilter(
+        field_name="id", lookup_expr="startswith", max_length=32, help_text="run id prefix"
+    )
     sort = NullsLastOrdering(
         fields=(
             ("created_at", "created_at"),
@@ -68,6 +73,11 @@ def runs_matching(conditions: dict, queryset=None):
                 ]
             }
         )
+    for key, value in conditions.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, str | int | float | bool) for v in values):
+            message = f"{key} must be a value or a list of values, not {type(value).__name__}"
+            raise ValidationError({"filter": [message]})
     data = {
         key: ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
         for key, value in conditions.items()
@@ -82,8 +92,14 @@ def runs_matching(conditions: dict, queryset=None):
 
 
 class WorkflowFilter(filters.FilterSet):
-    q = filters.CharFilter(method="filter_q", help_text="name or description contains")
-    has_schedule = filters.BooleanFilter(method="filter_has_schedule")
+    q = filters.CharFilter(
+        method="filter_q", max_length=200, help_text="name or description contains"
+    )
+    has_schedule = filters.ChoiceFilter(
+        choices=[(v, v) for v in (*TRUE, *FALSE)],
+        method="filter_has_schedule",
+        help_text="true or false",
+    )
     sort = NullsLastOrdering(
         fields=(
             ("name", "name"),
@@ -102,7 +118,7 @@ class WorkflowFilter(filters.FilterSet):
         return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value))
 
     def filter_has_schedule(self, queryset, name, value):
-        return selectors.workflows_with_schedule(queryset, value)
+        return selectors.workflows_with_schedule(queryset, value in TRUE)
 
 
 class ApprovalFilter(filters.FilterSet):

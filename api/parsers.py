@@ -2,7 +2,6 @@
 with 413 (Django itself only checks that for form data)."""
 
 import io
-import json
 
 import yaml
 from django.conf import settings
@@ -10,7 +9,11 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 
+from workflows.definitions import MAX_DEPTH, DefinitionError, plain_json, unstorable
+
 MAX_YAML_NODES = 1_000_000
+# A body wraps what it carries (an input inside {"inputs": [...]}) in a few more levels.
+MAX_BODY_DEPTH = MAX_DEPTH + 5
 
 
 class BodyTooLarge(APIException):
@@ -36,13 +39,27 @@ def read_body(stream, parser_context) -> bytes:
     return data
 
 
+def checked(data, kind: str):
+    """The parsed body, unless some part of it can be neither stored nor read back: nesting
+    past MAX_BODY_DEPTH, numbers past the float range (1e999), unpaired surrogates ("\\ud800").
+    NUL characters are left to validation, which names the field they are in."""
+    problem = unstorable(data, max_depth=MAX_BODY_DEPTH, allow_nul=True)
+    if problem:
+        path, message = problem
+        raise ParseError(f"{kind} parse error - {path or 'the body'} {message}")
+    return data
+
+
 class LimitedJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         body = read_body(stream, parser_context)
         try:
-            return super().parse(io.BytesIO(body), media_type, parser_context)
+            data = super().parse(io.BytesIO(body), media_type, parser_context)
         except RecursionError:
-            raise ParseError("JSON parse error - nested too deeply") from None
+            raise ParseError(
+                f"JSON parse error - nested deeper than {MAX_BODY_DEPTH} levels"
+            ) from None
+        return checked(data, "JSON")
 
 
 class YAMLParser(BaseParser):
@@ -56,11 +73,14 @@ class YAMLParser(BaseParser):
             data = yaml.safe_load(body.decode("utf-8"))
             if _expanded_nodes(data, {}) > MAX_YAML_NODES:
                 raise ParseError("YAML document expands to too many nodes (aliases)")
-            return json.loads(json.dumps(data, default=str))
+            data = plain_json(data)  # a recursive alias recurses without end here
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ParseError(f"YAML parse error: {exc}") from None
+        except DefinitionError as exc:
             raise ParseError(f"YAML parse error: {exc}") from None
         except (RecursionError, ValueError):
             raise ParseError("YAML parse error: nested too deeply or recursive") from None
+        return checked(data, "YAML")
 
 
 class XYAMLParser(YAMLParser):

@@ -9,10 +9,27 @@ from runs.maintenance import MAX_BULK_ACTION
 from runs.scheduler import schedule_of
 from runs.services import MAX_BULK
 from runs.status import RunStatus, StepStatus, Trigger
-from workflows.definitions import OVERLAP
+from workflows.definitions import OVERLAP, unstorable
 
 MAX_WAIT_SECONDS = 60
 MAX_LOG_PAGE_BYTES = 16 * 1024 * 1024
+MAX_SEQ = 2**31 - 1  # attempt numbers and event seqs are stored as 32-bit integers
+MAX_BYTES = 2**63 - 1
+
+
+class StorableDictField(serializers.DictField):
+    """A free-form object that must be storable as it is (no NUL characters, …)."""
+
+    def __init__(self, *, name: str, **kwargs):
+        self.error_path = name
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        problem = unstorable(value, self.error_path)
+        if problem:
+            raise serializers.ValidationError(f"{problem[0]} {problem[1]}")
+        return value
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -115,7 +132,7 @@ class RunDetailSerializer(RunSerializer):
 
 class WorkflowRunStartSerializer(serializers.Serializer):
     input = serializers.DictField(required=False, default=dict)
-    params = serializers.DictField(required=False)
+    params = StorableDictField(name="params", required=False)
     start_at = serializers.DateTimeField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=200
@@ -252,9 +269,13 @@ class StepDetailSerializer(serializers.Serializer):
 
 
 class LogQuerySerializer(serializers.Serializer):
-    attempt = serializers.IntegerField(required=False, min_value=1, help_text="default: latest")
+    attempt = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_SEQ, help_text="default: latest"
+    )
     stream = serializers.ChoiceField(choices=["stdout", "stderr"], required=False)
-    offset = serializers.IntegerField(required=False, min_value=0, help_text="byte position")
+    offset = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_BYTES, help_text="byte position"
+    )
     limit = serializers.IntegerField(
         required=False,
         min_value=1,
@@ -344,7 +365,7 @@ class LogLineSerializer(serializers.Serializer):
 class LogLinesQuerySerializer(serializers.Serializer):
     level = serializers.ChoiceField(choices=["info", "error"], required=False)
     step_id = serializers.CharField(required=False, max_length=100)
-    attempt = serializers.IntegerField(required=False, min_value=1)
+    attempt = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ)
     limit = serializers.IntegerField(required=False, default=10_000, min_value=1, max_value=100_000)
 
 
@@ -365,7 +386,7 @@ class EventSerializer(serializers.Serializer):
 
 
 class EventQuerySerializer(serializers.Serializer):
-    after = serializers.IntegerField(required=False, default=0, min_value=0)
+    after = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_SEQ)
     limit = serializers.IntegerField(required=False, default=1000, min_value=1, max_value=10_000)
 
 
@@ -465,7 +486,7 @@ class WorkflowDeletedSerializer(serializers.Serializer):
 
 class DryRunSerializer(serializers.Serializer):
     input = serializers.DictField(required=False, default=dict)
-    params = serializers.DictField(required=False)
+    params = StorableDictField(name="params", required=False)
 
 
 class PlanStepSerializer(serializers.Serializer):

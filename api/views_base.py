@@ -1,5 +1,6 @@
 """What every /api/v1 view shares: JSON bodies, the schema class and parsing helpers."""
 
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -7,13 +8,32 @@ from rest_framework.views import APIView
 from api.parsers import LimitedJSONParser
 from api.schema import TrellisAutoSchema
 
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
-class ApiView(APIView):
+
+class Strict:
+    """Once the caller is authenticated and allowed: ids in the URL that no object can have
+    are 404, and a body is parsed even where the view reads none of it, so a malformed body
+    or one of another content type is always refused (400, 415) and never acted upon."""
+
+    parse_eagerly = True
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        for value in kwargs.values():
+            if isinstance(value, str) and "\x00" in value:
+                raise NotFound("no such object: ids never contain NUL characters")
+        handles = hasattr(self, request.method.lower())  # else 405, whatever the body
+        if self.parse_eagerly and request.method in BODY_METHODS and handles:
+            request.data  # noqa: B018 - parsing raises ParseError or UnsupportedMediaType
+
+
+class ApiView(Strict, APIView):
     parser_classes = [LimitedJSONParser]
     schema = TrellisAutoSchema()
 
 
-class ApiListView(ListAPIView):
+class ApiListView(Strict, ListAPIView):
     parser_classes = [LimitedJSONParser]
     schema = TrellisAutoSchema()
 

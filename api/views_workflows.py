@@ -98,6 +98,7 @@ class WorkflowValidateView(ApiView):
 
     parser_classes = PARSERS
     required_scope = "read"
+    parse_eagerly = False  # a body that cannot be parsed is answered as invalid
 
     @extend_schema(
         request=DEFINITION_BODY, responses=s.ValidationSerializer, operation_id="workflows_validate"
@@ -113,6 +114,7 @@ class WorkflowNamedValidateView(ApiView):
 
     parser_classes = PARSERS
     required_scope = "read"
+    parse_eagerly = False  # a body that cannot be parsed is answered as invalid
 
     @extend_schema(
         request=DEFINITION_BODY, responses=s.ValidationSerializer, operation_id="workflow_validate"

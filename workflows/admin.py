@@ -217,8 +217,8 @@ class StartRunForm(forms.Form):
 
     def clean_input(self):
         try:
-            value = json.loads(self.cleaned_data["input"])
-        except json.JSONDecodeError as exc:
+            value = definitions.strict_json(self.cleaned_data["input"])
+        except ValueError as exc:
             raise forms.ValidationError(f"not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise forms.ValidationError("the input must be a JSON object")

@@ -8,6 +8,9 @@ from api.models import ApiToken
 from api.units import parse_duration
 from runs.cli import TrellisCommand
 
+# A prefix this short could match the tokens of everyone ("trl_" is every token's start).
+MIN_REVOKE_PREFIX = 8
+
 
 def parse_scopes(values: list[str]) -> list[str]:
     scopes = []
@@ -52,6 +55,9 @@ class Command(TrellisCommand):
         if account is None:
             raise CommandError(f"no user named {user!r}", returncode=4)
         scopes = parse_scopes(scope or ["read"])
+        name_limit = ApiToken._meta.get_field("name").max_length
+        if len(name) > name_limit:
+            raise CommandError(f"--name is longer than {name_limit} characters")
         expires_at = None
         if expires:
             try:
@@ -89,11 +95,18 @@ class Command(TrellisCommand):
     def handle_revoke(self, prefix, json, **_):
         active = ApiToken.objects.select_related("user").filter(revoked_at__isnull=True)
         matches = list(active.filter(key_hash=ApiToken.hash_key(prefix)))  # the whole key
+        whole_key = bool(matches)
         matches = matches or list(active.filter(prefix__startswith=prefix[:12]))
         if not matches:
             raise CommandError(f"no active token starts with {prefix!r}", returncode=4)
         if len(matches) > 1:
             raise CommandError(f"{len(matches)} tokens start with {prefix!r}; give more of the key")
+        if not whole_key and len(prefix) < MIN_REVOKE_PREFIX:
+            # "", "t" or "trl_" name whichever token happens to be the only one
+            raise CommandError(
+                f"give at least the first {MIN_REVOKE_PREFIX} characters of the key "
+                "(trellis token list shows them)"
+            )
         token = matches[0]
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])

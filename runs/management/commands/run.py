@@ -2,6 +2,7 @@
 
 import getpass
 import json
+import math
 import os
 import sys
 import time
@@ -9,16 +10,22 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
+from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from runs import selectors, services
-from runs.cli import TrellisCommand, parse_json_arg
+from runs.cli import TrellisCommand, parse_json_arg, storable
 from runs.engine.errors import InvalidInput
-from runs.models import RunEvent, StepRun
+from runs.models import Run, RunEvent, StepRun
 from runs.status import RUN_TERMINAL, RunStatus, Trigger
+from workflows.definitions import strict_json
 
 WATCH_POLL_SECONDS = 0.2
+MAX_COMMENT = 10_000  # as the API takes
+MAX_ATTEMPT = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
+MAX_GRACE_SECONDS = 3600
 EXIT_CODES = {
     RunStatus.SUCCEEDED: 0,
     RunStatus.PARTIALLY_SUCCEEDED: 0,
@@ -105,22 +112,31 @@ class Command(TrellisCommand):
     def handle_start(self, workflow, input, params, start_at, idempotency_key, watch, json, **_):
         value = parse_json_arg(input) if input is not None else {}
         params_value = parse_json_arg(params, "--params") if params is not None else None
+        if params_value is not None:
+            storable(params_value, "params")
+        key_limit = Run._meta.get_field("idempotency_key").max_length
+        if idempotency_key and len(idempotency_key) > key_limit:
+            raise CommandError(f"--idempotency-key is longer than {key_limit} characters")
         when = None
         if start_at:
-            when = parse_datetime(start_at)
+            try:
+                when = parse_datetime(start_at)
+            except ValueError:  # well formed, but no such date
+                when = None
             if when is None:
-                raise CommandError(f"--start-at {start_at!r} is not an ISO datetime")
+                raise CommandError(f"--start-at {start_at[:60]!r} is not an ISO datetime")
             if timezone.is_naive(when):
                 when = timezone.make_aware(when)
-        run, created = services.run_start(
-            workflow=workflow,
-            input=value,
-            params=params_value,
-            trigger=Trigger.CLI,
-            user=cli_user(),
-            start_at=when,
-            idempotency_key=idempotency_key,
-        )
+        with transaction.atomic():  # a refused start leaves no CLI user behind either
+            run, created = services.run_start(
+                workflow=workflow,
+                input=value,
+                params=params_value,
+                trigger=Trigger.CLI,
+                user=cli_user(),
+                start_at=when,
+                idempotency_key=idempotency_key,
+            )
         if json and not watch:
             return self.print_json({"run_id": run.pk, "status": run.status, "created": created})
         self.stdout.write(
@@ -141,7 +157,8 @@ class Command(TrellisCommand):
         if not values:
             raise CommandError("no inputs: pass --from-file inputs.jsonl or JSON arguments")
         try:
-            run_ids = services.run_bulk_start(workflow=workflow, inputs=values, user=cli_user())
+            with transaction.atomic():
+                run_ids = services.run_bulk_start(workflow=workflow, inputs=values, user=cli_user())
         except InvalidInput as exc:
             index = exc.details.get("index")
             if index is None:
@@ -181,6 +198,17 @@ class Command(TrellisCommand):
             )
 
     def handle_list(self, status, workflow, trigger, limit, offset, json, **_):
+        if not 0 <= offset <= MAX_OFFSET:
+            raise CommandError(f"--offset must be from 0 to {MAX_OFFSET}")
+        for option, given, choices in (
+            ("--status", status, RunStatus.values),
+            ("--trigger", trigger, Trigger.values),
+        ):
+            unknown = [v for v in (given or "").split(",") if v.strip() not in choices]
+            if given and unknown:
+                raise CommandError(
+                    f"{option}: unknown {', '.join(map(repr, unknown))}; use {', '.join(choices)}"
+                )
         filters = {"status": status, "workflow": workflow, "trigger": trigger}
         runs = selectors.run_list(filters=filters)[offset : offset + min(max(limit, 1), 1000)]
         rows = [selectors.run_summary(run) for run in runs]
@@ -195,6 +223,8 @@ class Command(TrellisCommand):
     # --- change --------------------------------------------------------------------------
 
     def handle_cancel(self, run_id, grace, wait_for_running, json, **_):
+        if grace is not None and not (math.isfinite(grace) and 0 <= grace <= MAX_GRACE_SECONDS):
+            raise CommandError(f"--grace must be a number of seconds from 0 to {MAX_GRACE_SECONDS}")
         run = services.run_cancel(
             run_id=run_id, grace_seconds=grace, wait_for_running=wait_for_running
         )
@@ -224,7 +254,10 @@ class Command(TrellisCommand):
         self._decide(services.step_reject, run_id, step, comment, json)
 
     def _decide(self, service, run_id, step, comment, json):
-        step_run = service(run_id=run_id, step_id=step, user=cli_user(), comment=comment)
+        if len(comment) > MAX_COMMENT:
+            raise CommandError(f"--comment is longer than {MAX_COMMENT} characters")
+        with transaction.atomic():
+            step_run = service(run_id=run_id, step_id=step, user=cli_user(), comment=comment)
         verdict = "rejected" if step_run.status == "failed" else "approved"
         if json:
             return self.print_json(
@@ -240,6 +273,8 @@ class Command(TrellisCommand):
     # --- logs and watch ------------------------------------------------------------------
 
     def handle_logs(self, run_id, step, attempt, follow, **_):
+        if attempt is not None and not 1 <= attempt <= MAX_ATTEMPT:
+            raise CommandError(f"--attempt must be from 1 to {MAX_ATTEMPT}")
         run = services.run_get(run_id)
         steps = StepRun.objects.filter(run=run)
         if step:
@@ -317,12 +352,18 @@ def _read_jsonl(path: str) -> list[tuple[int, object]]:
     if not file.is_file():
         raise CommandError(f"no such file: {path}")
     values = []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CommandError(f"{path} line {number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
-                values.append((number, json.loads(line)))
+                values.append((number, strict_json(line)))
             except json.JSONDecodeError as exc:
                 raise CommandError(f"{path} line {number}: not valid JSON: {exc.msg}") from None
+            except ValueError as exc:
+                raise CommandError(f"{path} line {number}: not valid JSON: {exc}") from None
     return values
