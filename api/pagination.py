@@ -7,12 +7,45 @@ WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 MAX_OFFSET = 2**63 - 1  # what a database OFFSET can hold
 
 
+COUNT_CAP = 10_000
+
+
 class RunPagination(LimitOffsetPagination):
     """`limit` (default 50; above 1000 reads as 1000) and `offset`; a value that is not a
-    whole number in range is a 400, not silently the default."""
+    whole number in range is a 400, not silently the default.
+
+    `count` is exact up to 10,000 rows past the page. Beyond that the answer says
+    `"count_capped": true` and `count` is a lower bound: counting a million matching
+    rows would cost far more than the page itself."""
 
     default_limit = 50
     max_limit = 1000
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        horizon = max(COUNT_CAP, self.offset + self.limit)
+        found = queryset.order_by()[: horizon + 1].count()
+        self.count_capped = found > horizon
+        self.count = found
+        if self.count == 0 or self.offset > self.count:
+            return []
+        return list(queryset[self.offset : self.offset + self.limit])
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        if self.count_capped:
+            response.data["count_capped"] = True
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        answer = super().get_paginated_response_schema(schema)
+        answer["properties"]["count_capped"] = {
+            "type": "boolean",
+            "description": "present and true when `count` is only a lower bound",
+        }
+        return answer
 
     def get_limit(self, request):
         limit = _whole_number(request, self.limit_query_param, minimum=1, maximum=None)

@@ -14,7 +14,7 @@ from runs.engine.dispatch import enqueue_steps
 from runs.engine.errors import Conflict, InvalidInput, NotFound
 from runs.models import Run, RunEvent, StepRun
 from runs.status import RunStatus, Trigger
-from workflows.definitions import validate_input
+from workflows.definitions import unstorable, validate_input
 from workflows.models import Workflow
 
 MAX_BULK = 100_000
@@ -72,6 +72,12 @@ def run_start(
     value = check_input(workflow, input)
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("params must be an object")
+    problem = unstorable(params, "params") if params else None
+    if problem:
+        raise InvalidInput(
+            f"{problem[0]}: {problem[1]}",
+            details={"errors": [{"path": problem[0], "message": problem[1]}]},
+        )
     scheduled = start_at is not None and start_at > timezone.now()
     run = _new_run(workflow, value, params, trigger, user, start_at, logical_date, idempotency_key)
     try:
@@ -174,7 +180,7 @@ def run_cancel(
     *, run_id: str, grace_seconds: float | None = None, wait_for_running: bool = False
 ) -> Run:
     run_get(run_id)
-    if grace_seconds is not None and (grace_seconds < 0 or grace_seconds > 3600):
+    if grace_seconds is not None and not (0 <= grace_seconds <= 3600):  # NaN fails too
         raise InvalidInput("grace_seconds must be between 0 and 3600")
     return transitions.run_stop(
         run_id, grace_seconds=grace_seconds, wait_for_running=wait_for_running

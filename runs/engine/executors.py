@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from runs.models import LogChunk, Run, StepOutput, StepRun
 from runs.status import FailureReason
 
 HIDDEN_ENV = {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"}
+UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
 
 
 class LogWriter:
@@ -56,7 +58,7 @@ class LogWriter:
             self.buffers = {"stdout": [], "stderr": []}
         chunks = []
         for stream, text in pending.items():
-            text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+            text = storable_text(text)
             size = len(text.encode())
             if self.offsets[stream] + size > self.limit:
                 if self.truncated:
@@ -111,7 +113,7 @@ def execute(step: StepRun, spec: dict) -> Outcome:
     try:
         context = step_context(step, spec)
         outcome = executor(step, spec, context, writer)
-        outcome.error = outcome.error.replace("\x00", "\ufffd")
+        outcome.error = storable_text(outcome.error)
         return outcome
     except Exception as exc:  # a bug or a bad template must fail the step, not the worker
         writer.write("stderr", traceback.format_exc())
@@ -400,21 +402,27 @@ MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 def clean_outputs(outputs: dict) -> tuple[dict | None, str]:
     """JSON-safe outputs without NUL characters (PostgreSQL cannot store them), or an error."""
     try:
-        text = json.dumps(outputs, default=str)
+        text = json.dumps(outputs, default=str, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return None, f"outputs are not JSON: {exc}"
     if len(text) > MAX_OUTPUT_BYTES:
         return None, f"outputs are {len(text)} bytes; the limit is {MAX_OUTPUT_BYTES}"
-    return _without_nul(json.loads(text)), ""
+    return _storable(json.loads(text)), ""
 
 
-def _without_nul(value):
+def storable_text(text: str) -> str:
+    """Text both databases accept: NUL (PostgreSQL refuses it) and unpaired surrogates
+    (not valid Unicode, so not encodable) become U+FFFD."""
+    return UNSTORABLE_RE.sub("\ufffd", text)
+
+
+def _storable(value):
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return storable_text(value)
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {_storable(k): _storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [_storable(v) for v in value]
     return value
 
 

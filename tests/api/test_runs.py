@@ -223,6 +223,19 @@ def test_list_sort_and_paging(api, chain):
     assert capped["count"] == 5
 
 
+def test_count_is_capped_on_huge_lists(api, chain, monkeypatch):
+    from api import pagination
+
+    monkeypatch.setattr(pagination, "COUNT_CAP", 3)
+    runs = [settle(start(), ago=10 - i) for i in range(6)]
+    body = api.get("/api/v1/runs?limit=2").json()
+    assert body["count"] == 4 and body["count_capped"] is True  # "more than 3"
+    assert body["next"]
+    last = api.get("/api/v1/runs?limit=2&offset=4").json()
+    assert [r["run_id"] for r in last["results"]] == [runs[1].pk, runs[0].pk]
+    assert "count_capped" not in last and last["count"] == 6 and last["next"] is None
+
+
 def test_list_runs_a_constant_number_of_queries(api, chain, users, django_assert_max_num_queries):
     for _ in range(3):
         start(user=users["owner"])

@@ -36,12 +36,6 @@ def test_markup_from_a_step_is_stored_as_data(engine, make_workflow, reader):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs/engine/executors.py clean_outputs: json.dumps allows NaN/Infinity, so the "
-    "outputs reach the database, which refuses them (SQLite JSON_VALID check, PostgreSQL "
-    "jsonb); the worker crashes and the step ends worker_lost after its lease",
-)
 def test_non_finite_outputs_fail_the_step_clearly(engine, make_workflow, reader):
     run = run_and_read(make_workflow, reader, "emit_non_finite")
     assert run.status == "failed", run.status
@@ -50,12 +44,6 @@ def test_non_finite_outputs_fail_the_step_clearly(engine, make_workflow, reader)
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs/engine/executors.py LogWriter.flush and clean_outputs clean NUL but not "
-    "lone surrogates: saving the log chunk or output raises UnicodeEncodeError, the worker "
-    "crashes, the step ends worker_lost and the lines it printed are lost",
-)
 def test_lone_surrogates_from_a_step_are_cleaned(engine, make_workflow, reader):
     run = run_and_read(make_workflow, reader, "emit_surrogate")
     assert run.status == "succeeded", (run.status, run.error)

@@ -1,0 +1,40 @@
+"""Services refuse what cannot be stored before anything is written."""
+
+import pytest
+
+from runs import services
+from runs.engine.errors import Conflict, InvalidInput
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def workflow(make_workflow):
+    make_workflow("name: other\nsteps:\n  - {id: a, kind: noop}\n")
+    return make_workflow("name: guarded\nsteps:\n  - {id: a, kind: noop}\n")
+
+
+@pytest.mark.parametrize("params", [{"x": "a\x00b"}, {"x": float("nan")}, {"x": "\ud800"}])
+def test_unstorable_params_are_refused(workflow, params):
+    with pytest.raises(InvalidInput) as refused:
+        services.run_start(workflow="guarded", params=params)
+    assert refused.value.details["errors"][0]["path"] == "params.x"
+    assert not Run.objects.exists()
+
+
+def test_grace_must_be_a_finite_number_of_seconds(workflow):
+    run, _ = services.run_start(workflow="guarded", start_at=None)
+    for grace in (float("nan"), -1, 3601):
+        with pytest.raises(InvalidInput):
+            services.run_cancel(run_id=run.pk, grace_seconds=grace)
+
+
+def test_an_idempotency_key_belongs_to_one_workflow(workflow):
+    first, created = services.run_start(workflow="guarded", idempotency_key="k-1")
+    again, created_again = services.run_start(workflow="guarded", idempotency_key="k-1")
+    assert created and not created_again and again.pk == first.pk
+    with pytest.raises(Conflict) as conflict:
+        services.run_start(workflow="other", idempotency_key="k-1")
+    assert conflict.value.code == "idempotency_key_reused"
+    assert Run.objects.count() == 1
