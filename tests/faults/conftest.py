@@ -5,9 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
 
 import pytest
 import requests
@@ -24,21 +22,8 @@ FAULT_ENV = {"TRELLIS_WORKERS": "2", "TRELLIS_MAX_CONCURRENT_RUNS": "100"}
 
 
 class Cluster(WorkerProcess):
-    """A WorkerProcess whose output is drained (a worker logging errors must never block
-    on a full pipe) and kept for failure messages."""
-
-    def start(self) -> "Cluster":
-        super().start()
-        self.lines: deque[str] = deque(maxlen=200)
-        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        return self
-
-    def _drain(self, proc) -> None:
-        for line in proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
+    """A `trellis worker` the fault tests start, kill and restart; its output is kept
+    (WorkerProcess drains it) for failure messages."""
 
 
 @pytest.fixture
