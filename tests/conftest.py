@@ -2,6 +2,7 @@
 (django-q2 cluster + ticker) running against the test database."""
 
 import collections
+import ctypes
 import os
 import signal
 import subprocess
@@ -50,6 +51,12 @@ def database_url_for_tests() -> str:
     return f"postgres://{user}@{host}:{port}/{db['NAME']}"
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even killed outright, so no
+    worker outlives its test session (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class WorkerProcess:
     """A `trellis worker` subprocess; `kill_step_worker` SIGKILLs the child running a step."""
 
@@ -72,6 +79,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             text=True,
+            preexec_fn=_die_with_parent,
         )
         line = self.proc.stdout.readline()  # printed once the cluster is up
         if "trellis worker" not in line:
