@@ -27,7 +27,9 @@ def web_command(host: str, port: str, web_workers: str) -> list[str]:
 def main(host: str, port: str, web_workers: str, with_worker: str) -> int:
     children = [subprocess.Popen(web_command(host, port, web_workers))]
     if with_worker == "1":
-        children.append(subprocess.Popen([sys.executable, "-m", "config.cli", "worker"]))
+        worker = [sys.executable, "-m", "config.cli", "worker"]
+        # Its own process group, so the cluster's children can be killed with it.
+        children.append(subprocess.Popen(worker, start_new_session=True))
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
@@ -41,7 +43,10 @@ def main(host: str, port: str, web_workers: str, with_worker: str) -> int:
         try:
             child.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            child.kill()
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                child.kill()
     print("Trellis stopped", flush=True)
     failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM)]
     return 1 if failed and not stopping else 0

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils.module_loading import import_string
 
 from runs.engine import templates
@@ -195,7 +195,11 @@ def _supervise(step, spec, argv, env, cwd, output_file, writer) -> Outcome:
     ]
     for reader in readers:
         reader.start()
-    stopped_by = _watch(step, spec, process, writer)
+    try:
+        stopped_by = _watch(step, spec, process, writer)
+    except BaseException:
+        _terminate(process, 0)  # never leave the process running behind a failed watch
+        raise
     for reader in readers:
         reader.join(timeout=2)
     _kill_group(process.pid, signal.SIGKILL)  # leftovers that kept the pipes open
@@ -245,12 +249,22 @@ def _watch(step, spec, process, writer) -> str:
             next_flush = now + flush_every
         if now >= next_renew:
             next_renew = now + renew_every
-            if not step_renew_lease(step):
+            if not _renew_or_blip(step):
                 _terminate(process, _cancel_grace(step))
                 return "cancelled"
         if deadline and now >= deadline:
             _terminate(process, min(_cancel_grace(step), 5.0))
             return "timeout"
+
+
+def _renew_or_blip(step: StepRun) -> bool:
+    """Renew the lease; a database error is a blip (the lease still has time), not a
+    cancel."""
+    try:
+        return step_renew_lease(step)
+    except DatabaseError:
+        close_old_connections()
+        return True
 
 
 def _cancel_grace(step: StepRun) -> float:
@@ -324,8 +338,8 @@ class _StreamToLog(io.TextIOBase):
         return len(text)
 
 
-class StepTimeout(Exception):
-    pass
+class StepTimeout(BaseException):
+    """BaseException, so a step's own `except Exception:` cannot swallow its timeout."""
 
 
 @contextlib.contextmanager
@@ -364,9 +378,12 @@ class _Heartbeat(threading.Thread):
         interval = min(settings.TRELLIS["LEASE_SECONDS"] / 3, 5.0)
         try:
             while not self.stop.wait(interval):
-                if not step_renew_lease(self.step):
-                    self.lost = True
-                    return
+                try:
+                    if not step_renew_lease(self.step):
+                        self.lost = True
+                        return
+                except DatabaseError:  # a blip: the lease has time left, try again
+                    close_old_connections()
         finally:
             connection.close()
 
@@ -448,6 +465,15 @@ def _python_outcome(result) -> Outcome:
 
 
 def run_http(step, spec, context, writer) -> Outcome:
+    heartbeat = _Heartbeat(step)  # a slow endpoint must not look like a dead worker
+    heartbeat.start()
+    try:
+        return _request(step, spec, context, writer)
+    finally:
+        heartbeat.stop.set()
+
+
+def _request(step, spec, context, writer) -> Outcome:
     method = str(spec.get("method", "GET")).upper()
     url = templates.render_text(spec["url"], context)
     if not url.startswith(("http://", "https://")):

@@ -85,9 +85,11 @@ def reap_expired_leases() -> int:
 
 def expire_approvals() -> int:
     now = timezone.now()
-    waiting = StepRun.objects.filter(status=StepStatus.WAITING_APPROVAL).select_related("run")[
-        :BATCH
-    ]
+    waiting = (
+        StepRun.objects.filter(status=StepStatus.WAITING_APPROVAL)
+        .select_related("run")
+        .order_by("waiting_since")[:BATCH]  # the oldest first: the first to be due
+    )
     count = 0
     for step in list(waiting):
         timeout = plan_for(step.run).step(step.step_id).get("timeout")
@@ -120,6 +122,7 @@ def admit_waiting_runs() -> int:
     workflow_ids = (
         Run.objects.filter(status__in=RUN_NOT_STARTED)
         .filter(Q(start_at__isnull=True) | Q(start_at__lte=now))
+        .order_by()  # no default ordering: DISTINCT must be over workflow_id alone
         .values_list("workflow_id", flat=True)
         .distinct()
     )

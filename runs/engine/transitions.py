@@ -82,9 +82,12 @@ def free_slots(workflow: Workflow) -> tuple[int, int]:
     global_free = cap - Run.objects.filter(status__in=RUN_ACTIVE).count()
     limit = workflow.definition.get("max_active_runs")
     if not limit:
-        return global_free, global_free
+        return UNLIMITED, global_free
     active = Run.objects.filter(workflow=workflow, status__in=RUN_ACTIVE).count()
     return limit - active, global_free
+
+
+UNLIMITED = 10**9
 
 
 def admit_new_run(workflow: Workflow, run: Run, *, scheduled: bool = False) -> Ready:
@@ -103,7 +106,7 @@ def admit_new_run(workflow: Workflow, run: Run, *, scheduled: bool = False) -> R
             return _insert_waiting(run, RunStatus.CANCELLED, reason=run.reason)
         if overlap == "cancel_running":
             _cancel_oldest_active(workflow, count=1 - workflow_free)
-            workflow_free = 1
+            workflow_free, global_free = free_slots(workflow)
     if workflow_free <= 0 or global_free <= 0:
         return _insert_waiting(run, RunStatus.QUEUED)
     plan = plan_for(run)
@@ -623,9 +626,10 @@ def _attempt_row(step: StepRun, outcome: Outcome, now) -> StepAttempt:
 
 
 def _output_rows(step, outputs: dict) -> list[StepOutput]:
+    by_key = {str(key)[:200]: value for key, value in outputs.items()}  # keys fit the column
     return [
-        StepOutput(run_id=step.run_id, step_run_id=step.pk, key=str(key)[:200], value=value)
-        for key, value in outputs.items()
+        StepOutput(run_id=step.run_id, step_run_id=step.pk, key=key, value=value)
+        for key, value in by_key.items()
     ]
 
 
@@ -640,12 +644,13 @@ def step_renew_lease(step: StepRun) -> bool:
     )
 
 
-def renew_leases(step_ids: list[int]) -> None:
+def renew_leases(steps: list[StepRun]) -> None:
     """Keep the leases of steps a worker has claimed but not started yet (a batch)."""
     until = timezone.now() + timedelta(seconds=lease_seconds())
-    StepRun.objects.filter(pk__in=step_ids, status=StepStatus.RUNNING).update(
-        lease_expires_at=until
-    )
+    ours = Q()
+    for step in steps:
+        ours |= Q(pk=step.pk, attempt=step.attempt)
+    StepRun.objects.filter(ours, status=StepStatus.RUNNING).update(lease_expires_at=until)
 
 
 def step_reap(step: StepRun) -> Ready:

@@ -49,11 +49,11 @@ class _BatchLeases(threading.Thread):
 
     def __init__(self, batch: list[StepRun]):
         super().__init__(daemon=True)
-        self.waiting = {step.pk for step in batch[1:]}
+        self.waiting = {step.pk: step for step in batch[1:]}
         self.stop = threading.Event()
 
     def done(self, step: StepRun) -> None:
-        self.waiting.discard(step.pk)
+        self.waiting.pop(step.pk, None)
 
     def __enter__(self):
         if self.waiting:
@@ -67,6 +67,6 @@ class _BatchLeases(threading.Thread):
         interval = settings.TRELLIS["LEASE_SECONDS"] / 3
         try:
             while not self.stop.wait(interval) and self.waiting:
-                transitions.renew_leases(list(self.waiting))
+                transitions.renew_leases(list(self.waiting.values()))
         finally:
             connection.close()

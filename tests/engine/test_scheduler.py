@@ -70,3 +70,11 @@ steps:
     fire_due_schedules(now=T0)
     assert fire_due_schedules(now=datetime(2026, 1, 2, tzinfo=UTC)) == 0
     assert not Run.objects.exists()
+
+
+def test_latest_after_a_long_outage_is_the_latest_tick(make_workflow):
+    wf = hourly(make_workflow, "latest")
+    fire_due_schedules(now=T0)
+    much_later = datetime(2026, 4, 1, 12, 30, tzinfo=UTC)  # ~2,150 ticks missed
+    assert fire_due_schedules(now=much_later) == 1
+    assert Run.objects.get(workflow=wf).logical_date == datetime(2026, 4, 1, 12, 0, tzinfo=UTC)

@@ -38,3 +38,22 @@ def test_an_idempotency_key_belongs_to_one_workflow(workflow):
         services.run_start(workflow="other", idempotency_key="k-1")
     assert conflict.value.code == "idempotency_key_reused"
     assert Run.objects.count() == 1
+
+
+def test_ticker_admits_each_workflow_once_per_tick(workflow, monkeypatch):
+    from runs.engine import ticker
+
+    services.run_bulk_start(workflow="guarded", inputs=[{}] * 5)
+    calls = []
+    monkeypatch.setattr(ticker.transitions, "admit_waiting", lambda wid: calls.append(wid) or [])
+    ticker.admit_waiting_runs()
+    assert calls == [workflow.pk]
+
+
+def test_overlap_is_about_the_workflow_not_the_global_cap(make_workflow, settings):
+    settings.TRELLIS = {**settings.TRELLIS, "MAX_CONCURRENT_RUNS": 1}
+    make_workflow("name: busy\nsteps:\n  - {id: a, kind: noop}\n")
+    make_workflow("name: skipper\noverlap: skip\nsteps:\n  - {id: a, kind: noop}\n")
+    services.run_start(workflow="busy")
+    run, _ = services.run_start(workflow="skipper")
+    assert run.status == "queued"  # waits for the global slot; not skipped
