@@ -167,9 +167,9 @@ def _begin_fresh(run: Run, plan: Plan, now) -> tuple[list[StepRun], list[RunEven
 def admit_waiting(workflow_id: int) -> Ready:
     """Start the oldest waiting runs of a workflow that fit in the free slots, together:
     runs with no step rows yet take a few statements in all, not a transaction each."""
-    now = timezone.now()
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+        now = timezone.now()  # read under the lock: a run that just ended did so before
         slots = min(free_slots(workflow))
         if slots <= 0:
             return []
@@ -221,8 +221,8 @@ def _cancel_oldest_active(workflow: Workflow, count: int) -> None:
 
 def start_run(run_id: str) -> Ready:
     """pending/queued/scheduled -> running: create step rows if needed, queue root steps."""
-    now = timezone.now()
     with locked_run(run_id) as tx:
+        now = timezone.now()
         run = tx.run
         if run.status not in RUN_NOT_STARTED:
             return []
