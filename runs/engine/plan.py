@@ -1,7 +1,7 @@
 """A definition prepared for the engine, cached per version hash (versions never change)."""
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from workflows import definitions, graph
 from workflows.models import WorkflowVersion
@@ -13,7 +13,6 @@ class Plan:
     steps: dict[str, dict]
     graph: dict[str, list[str]]
     order: list[str]
-    children: dict[str, list[str]] = field(default_factory=dict)
     roots: frozenset[str] = frozenset()
 
     @property
@@ -55,7 +54,6 @@ def build_plan(document: dict) -> Plan:
         steps=steps,
         graph=dag,
         order=graph.order(dag),
-        children=graph.children_of(dag),
         roots=frozenset(step_id for step_id, deps in dag.items() if not deps),
     )
 

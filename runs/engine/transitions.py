@@ -874,13 +874,3 @@ def _close_approval(tx, step, plan, now, *, ok, error="", approvers=(), reason="
         StepOutput.objects.bulk_create(_output_rows(step, {"approved_by": list(approvers)}))
     tx.step_status(step.step_id, status, **({"reason": reason} if reason else {}))
     return advance(tx, step_states(step.run_id), plan)
-
-
-def last_event_seq(run_id: str) -> int:
-    return (
-        RunEvent.objects.filter(run_id=run_id)
-        .order_by("-seq")
-        .values_list("seq", flat=True)
-        .first()
-        or 0
-    )
