@@ -1,7 +1,7 @@
 """Trellis settings: flat, read from the environment, with zero-setup local defaults.
 
 Embedded default: SQLite (WAL) under var/, django-q2's ORM broker. Set DATABASE_URL and
-REDIS_URL to switch to PostgreSQL, the django-q2 Redis broker and channels-redis.
+REDIS_URL to switch to PostgreSQL and the django-q2 Redis broker.
 """
 
 import os
@@ -38,7 +38,6 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "t
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -50,7 +49,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
-    "channels",
     "workflows",
     "runs",
     "api",
@@ -134,6 +132,9 @@ Q_CLUSTER = {
     "label": "Django Q2",
     "log_level": env_str("TRELLIS_Q_LOG_LEVEL", "WARNING"),
 }
+# Channels and daphne are not installed apps: there is no WebSocket endpoint yet (SPEC
+# §5), and loading them (twisted, autobahn, cryptography) cost each of the ten processes
+# of `trellis serve` about 25 MiB. The layer settings wait for those endpoints.
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
     CHANNEL_LAYERS = {
@@ -182,7 +183,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "api.throttling.UserWindowThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("TRELLIS_THROTTLE_ANON", "120/min"),
@@ -191,6 +192,16 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "api.parsers.YAMLParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+# How long a web worker reuses what it has read, to keep per-request work small:
+# - a list's `count` when it is 1,000 or more (smaller counts are always exact), so it may
+#   lag the table by up to this many seconds;
+# - an API token's owner, scopes and state: a token revoked, expired or whose user was
+#   deactivated in another process (the CLI, another web worker) may keep working for up to
+#   this many seconds there. 0 turns either off.
+TRELLIS_API = {
+    "COUNT_CACHE_SECONDS": env_float("TRELLIS_COUNT_CACHE_SECONDS", 5.0),
+    "TOKEN_CACHE_SECONDS": env_float("TRELLIS_TOKEN_CACHE_SECONDS", 5.0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Trellis API",
@@ -209,8 +220,9 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# `default` holds throttling counters; `cluster` holds django-q2's cluster stats, which
-# the web process reads for /health, so it must be shared between processes.
+# `default` holds throttling counters (with Redis, api.throttling counts users in Redis
+# itself); `cluster` holds django-q2's cluster stats, which the web process reads for
+# /health, so it must be shared between processes.
 if REDIS_URL:
     _shared_cache = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

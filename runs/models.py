@@ -4,8 +4,16 @@ import time
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
-from runs.status import RUN_TERMINAL, RunStatus, StepStatus, Trigger
+from runs.status import (
+    RUN_ACTIVE,
+    RUN_NOT_STARTED,
+    RUN_TERMINAL,
+    RunStatus,
+    StepStatus,
+    Trigger,
+)
 
 
 def new_run_id() -> str:
@@ -16,7 +24,10 @@ def new_run_id() -> str:
 class Run(models.Model):
     id = models.CharField(primary_key=True, max_length=32, default=new_run_id, editable=False)
     workflow = models.ForeignKey(
-        "workflows.Workflow", on_delete=models.CASCADE, related_name="runs"
+        "workflows.Workflow",
+        on_delete=models.CASCADE,
+        related_name="runs",
+        db_index=False,  # led by run_workflow_created's first column
     )
     version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT)
     dag_hash = models.CharField(max_length=64)
@@ -29,7 +40,8 @@ class Run(models.Model):
     params = models.JSONField(default=dict, blank=True)
     logical_date = models.DateTimeField(null=True, blank=True)
     start_at = models.DateTimeField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    # Unique where set (uniq_idempotency_key): most runs have none, and are not indexed.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -48,10 +60,32 @@ class Run(models.Model):
             models.Index(fields=["-created_at"], name="run_created"),
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
-            models.Index(fields=["workflow", "status"], name="run_workflow_status"),
+            # Filtered run lists (workflow and status), newest first: the page and its
+            # capped count read this index alone. It serves (workflow, status) too.
+            models.Index(
+                fields=["workflow", "status", "-created_at", "-id"],
+                name="run_workflow_status_created",
+            ),
             models.Index(fields=["trigger", "-created_at"], name="run_trigger_created"),
-            models.Index(fields=["status", "start_at"], name="run_status_start_at"),
-            models.Index(fields=["status", "deadline_at"], name="run_status_deadline"),
+            # Partial, for the ticker and admission: a run enters these when it waits or
+            # runs with a deadline, and no other status change writes to them.
+            models.Index(
+                fields=["workflow", "created_at"],
+                name="run_waiting",
+                condition=Q(status__in=sorted(RUN_NOT_STARTED)),
+            ),
+            models.Index(
+                fields=["deadline_at"],
+                name="run_active_deadline",
+                condition=Q(status__in=sorted(RUN_ACTIVE), deadline_at__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                name="uniq_idempotency_key",
+                condition=Q(idempotency_key__isnull=False),
+            )
         ]
         permissions = [("cancel_run", "Can cancel and resume runs")]
 
@@ -64,7 +98,8 @@ class Run(models.Model):
 
 
 class StepRun(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # Looked up by run through uniq_step_per_run: a separate index is one more to update.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     step_id = models.CharField(max_length=100)
     kind = models.CharField(max_length=16)
     position = models.PositiveIntegerField(default=0)
@@ -88,10 +123,20 @@ class StepRun(models.Model):
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "step_id"], name="uniq_step_per_run")]
+        # Partial: a step changes status several times, and each change writes only to
+        # the index of the status it enters (and the ticker reads only these few rows).
         indexes = [
-            models.Index(fields=["status", "not_before"], name="step_status_not_before"),
-            models.Index(fields=["status", "lease_expires_at"], name="step_status_lease"),
-            models.Index(fields=["status", "waiting_since"], name="step_status_waiting"),
+            models.Index(
+                fields=["not_before", "id"], name="step_queued", condition=Q(status="queued")
+            ),
+            models.Index(
+                fields=["lease_expires_at"], name="step_running", condition=Q(status="running")
+            ),
+            models.Index(
+                fields=["waiting_since"],
+                name="step_waiting",
+                condition=Q(status="waiting_approval"),
+            ),
         ]
         permissions = [("approve_steprun", "Can approve or reject steps waiting for approval")]
 
@@ -100,7 +145,12 @@ class StepRun(models.Model):
 
 
 class StepAttempt(models.Model):
-    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="attempts")
+    step_run = models.ForeignKey(
+        StepRun,
+        on_delete=models.CASCADE,
+        related_name="attempts",
+        db_index=False,  # led by a unique constraint's or an index's first column
+    )
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=20, choices=StepStatus.choices)
     started_at = models.DateTimeField()
@@ -122,7 +172,12 @@ class StepAttempt(models.Model):
 
 class StepOutput(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="outputs")
-    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="outputs")
+    step_run = models.ForeignKey(
+        StepRun,
+        on_delete=models.CASCADE,
+        related_name="outputs",
+        db_index=False,  # led by a unique constraint's or an index's first column
+    )
     key = models.CharField(max_length=200)
     value = models.JSONField(null=True)
 
@@ -137,7 +192,12 @@ class StepOutput(models.Model):
 class LogChunk(models.Model):
     """A batch of log text from one stream of one attempt; `offset` is its byte position."""
 
-    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="log_chunks")
+    step_run = models.ForeignKey(
+        StepRun,
+        on_delete=models.CASCADE,
+        related_name="log_chunks",
+        db_index=False,  # led by a unique constraint's or an index's first column
+    )
     attempt = models.PositiveIntegerField()
     stream = models.CharField(max_length=8)  # stdout | stderr
     offset = models.BigIntegerField(default=0)
@@ -157,7 +217,12 @@ class LogChunk(models.Model):
 class RunEvent(models.Model):
     """Append-only outbox of a run's transitions; `seq` is gap-free per run."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(
+        Run,
+        on_delete=models.CASCADE,
+        related_name="events",
+        db_index=False,  # led by a unique constraint's or an index's first column
+    )
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=16)  # run.status | step.status
     step_id = models.CharField(max_length=100, blank=True)
@@ -179,7 +244,12 @@ class Approval(models.Model):
         APPROVED = "approved"
         REJECTED = "rejected"
 
-    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="approvals")
+    step_run = models.ForeignKey(
+        StepRun,
+        on_delete=models.CASCADE,
+        related_name="approvals",
+        db_index=False,  # led by a unique constraint's or an index's first column
+    )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     decision = models.CharField(max_length=10, choices=Decision.choices)
     comment = models.TextField(blank=True)

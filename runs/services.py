@@ -4,29 +4,41 @@ Each validates, calls the engine's transitions, and hands ready steps to workers
 after the transaction commits.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from runs.engine import transitions
+from runs.engine import sql, transitions
 from runs.engine.dispatch import enqueue_steps
 from runs.engine.errors import Conflict, InvalidInput, NotFound
-from runs.models import Run, RunEvent, StepRun
+from runs.models import Run, RunEvent, StepRun, new_run_id
 from runs.status import RunStatus, Trigger
 from workflows.definitions import unstorable, validate_input
 from workflows.models import Workflow
 
 MAX_BULK = 100_000
-BULK_BATCH = 2_000
+BULK_RUN_COLUMNS = [
+    "id",
+    "workflow_id",
+    "version_id",
+    "dag_hash",
+    "status",
+    "trigger",
+    "created_by_id",
+    "input",
+    "params",
+    "created_at",
+    "reason",
+    "error",
+    "event_seq",
+]
 
 
 def workflow_get(name_or_workflow) -> Workflow:
     if isinstance(name_or_workflow, Workflow):
         return name_or_workflow
-    workflow = (
-        Workflow.objects.select_related("current_version").filter(name=name_or_workflow).first()
-    )
+    workflow = sql.workflow_by_name(str(name_or_workflow))
     if workflow is None:
         raise NotFound(f"no workflow named {name_or_workflow!r}", code="workflow_not_found")
     return workflow
@@ -142,35 +154,23 @@ def run_bulk_start(*, workflow, inputs: list, trigger: str = Trigger.BULK, user=
                 details={"index": index, "errors": errors},
             )
     version = workflow.current_version
-    user = user if user and user.is_authenticated else None
-    run_ids: list[str] = []
+    user_id = user.pk if user and user.is_authenticated else None
+    now = timezone.now()
+    # Rows as tuples through plain INSERTs: 200,000 model instances for 100,000 runs cost
+    # far more than the database does. created_at keeps the inputs' order (admission
+    # starts the oldest first).
+    runs = [
+        (new_run_id(), workflow.pk, version.pk, version.dag_hash, RunStatus.QUEUED, trigger)
+        + (user_id, value, {}, now + timedelta(microseconds=index), "", "", 1)
+        for index, value in enumerate(inputs)
+    ]
+    queued = [
+        (run[0], 1, "run.status", "", RunStatus.QUEUED, {"trigger": trigger}, now) for run in runs
+    ]
     with transaction.atomic():
-        for start in range(0, len(inputs), BULK_BATCH):
-            batch = [
-                Run(
-                    workflow=workflow,
-                    version=version,
-                    dag_hash=version.dag_hash,
-                    status=RunStatus.QUEUED,
-                    trigger=trigger,
-                    created_by=user,
-                    input=value,
-                    event_seq=1,
-                )
-                for value in inputs[start : start + BULK_BATCH]
-            ]
-            Run.objects.bulk_create(batch)
-            RunEvent.objects.bulk_create(
-                RunEvent(
-                    run_id=run.pk,
-                    seq=1,
-                    type="run.status",
-                    status=RunStatus.QUEUED,
-                    data={"trigger": trigger},
-                )
-                for run in batch
-            )
-            run_ids.extend(run.pk for run in batch)
+        sql.insert_many(Run, BULK_RUN_COLUMNS, runs)
+        sql.insert_many(RunEvent, sql.EVENT_NAMES, queued)
+        run_ids = [run[0] for run in runs]
         workflow_id = workflow.pk
         transaction.on_commit(lambda: enqueue_steps(transitions.admit_waiting(workflow_id)))
     return run_ids

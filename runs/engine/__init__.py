@@ -12,9 +12,11 @@ Lifecycle of a run:
      decided, so a join step is queued exactly once.
   3. In that same transaction the worker claims the next ready (or queued) step of the
      run and runs it itself: no broker hop per step. The other ready steps go to the
-     broker (at most TRELLIS_FANOUT_TASKS tasks; each keeps claiming until none is left).
+     broker (at most TRELLIS_FANOUT_TASKS tasks; each keeps claiming until none is left,
+     then takes the queued steps of other runs).
   4. When no step is open any more the run gets its terminal status.
-  5. The ticker (`ticker.tick`, in every `trellis worker`) enqueues due retries, reaps
+  5. The ticker (`ticker.tick`, in every `trellis worker`) enqueues due retries and
+     queued steps no task has taken yet, reaps
      expired leases (retry or `worker_lost`), times out runs and approvals, admits
      queued and scheduled runs and fires cron schedules.
 Every transition is a guarded UPDATE and writes its RunEvent rows in the same transaction.

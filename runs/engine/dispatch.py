@@ -1,7 +1,11 @@
 """Hand queued steps to django-q2 workers. One broker object per process (SPEC §8)."""
 
+from django.conf import settings
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
+
+from runs.engine import sql
+from runs.models import StepRun
 
 _broker = None
 
@@ -13,10 +17,21 @@ def broker():
     return _broker
 
 
-def enqueue_steps(steps: list[tuple[int, str]]) -> None:
-    """`steps` are (step_run_id, run_id) pairs; a step delivered twice runs once (claim CAS)."""
-    for step_run_id, run_id in steps:
+def enqueue_steps(steps: list[tuple[int, str]], *, capped: bool = True) -> None:
+    """`steps` are (step_run_id, run_id) pairs; a step delivered twice runs once (claim CAS).
+
+    At most TRELLIS_FANOUT_TASKS tasks per call: each task, once its own run is drained,
+    takes the other runs' queued steps (worker.execute_step), so a burst of 100 admitted
+    runs costs a few broker hops, not 100. The steps beyond that are marked not handed
+    out (`enqueued_at` NULL); the ticker hands out those still queued a tick later, so
+    a large cluster's other workers are not left idle. `capped=False`: a task per step."""
+    limit = settings.TRELLIS["FANOUT_TASKS"] if capped else len(steps)
+    for step_run_id, run_id in steps[:limit]:
         async_task("runs.tasks.execute_step", step_run_id, run_id, broker=broker())
+    rest = [step_run_id for step_run_id, _ in steps[limit:]]
+    if rest:
+        where = f"id IN ({sql.in_list(rest)}) AND status = 'queued'"
+        sql.update(StepRun, {"enqueued_at": None}, where, rest)
 
 
 def enqueue_admission(workflow_id: int) -> None:

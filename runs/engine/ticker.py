@@ -5,11 +5,11 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from runs.engine import transitions
+from runs.engine import sql, transitions
 from runs.engine.dispatch import enqueue_steps
 from runs.engine.plan import plan_for
 from runs.models import Run, StepRun
@@ -22,7 +22,7 @@ BATCH = 500
 def tick() -> dict:
     counts = {}
     for name, action in (
-        ("retries", enqueue_due_retries),
+        ("enqueued", enqueue_due_queued),
         ("requeued", requeue_stale),
         ("reaped", reap_expired_leases),
         ("approvals_expired", expire_approvals),
@@ -40,35 +40,37 @@ def tick() -> dict:
     return counts
 
 
-def enqueue_due_retries() -> int:
-    now = timezone.now()
-    due = StepRun.objects.filter(
-        status=StepStatus.QUEUED, not_before__lte=now, enqueued_at__isnull=True
-    ).values_list("pk", "run_id")[:BATCH]
-    due = list(due)
-    claimed = []
-    for pk, run_id in due:
-        if StepRun.objects.filter(pk=pk, status=StepStatus.QUEUED, enqueued_at__isnull=True).update(
-            enqueued_at=now
-        ):
-            claimed.append((pk, run_id))
-    enqueue_steps(claimed)
-    return len(claimed)
+def enqueue_due_queued() -> int:
+    """Queued steps that are due and were not handed to the broker: retries whose delay
+    has passed, and the part of a burst `dispatch.enqueue_steps` left to the workers."""
+    return _hand_out(Q(enqueued_at__isnull=True), "enqueued_at IS NULL", [])
 
 
 def requeue_stale() -> int:
     """Queued steps whose task was lost (a broker that dropped it, a crash before enqueue)."""
+    stale_before = timezone.now() - timedelta(seconds=settings.TRELLIS["REQUEUE_AFTER_SECONDS"])
+    adapted = connection.ops.adapt_datetimefield_value(stale_before)
+    return _hand_out(Q(enqueued_at__lt=stale_before), "enqueued_at < %s", [adapted])
+
+
+def _hand_out(waiting: Q, guard: str, guard_params: list) -> int:
+    """Hand the due queued steps matching `waiting` to the broker, a task each. The UPDATE
+    checks `guard` (the same condition, in SQL) again, so that of several tickers only
+    one hands each step out."""
     now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.TRELLIS["REQUEUE_AFTER_SECONDS"])
-    stale = list(
-        StepRun.objects.filter(status=StepStatus.QUEUED, enqueued_at__lt=stale_before)
+    due = list(
+        StepRun.objects.filter(waiting, status=StepStatus.QUEUED)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .values_list("pk", "run_id")[:BATCH]
+        .values_list("pk", flat=True)[:BATCH]
     )
-    if stale:
-        StepRun.objects.filter(pk__in=[pk for pk, _ in stale]).update(enqueued_at=now)
-        enqueue_steps(stale)
-    return len(stale)
+    if not due:
+        return 0
+    where = f"id IN ({sql.in_list(due)}) AND status = 'queued' AND {guard}"
+    handed = sql.update(
+        StepRun, {"enqueued_at": now}, where, [*due, *guard_params], returning="id, run_id"
+    )
+    enqueue_steps([tuple(row) for row in handed], capped=False)
+    return len(handed)
 
 
 def reap_expired_leases() -> int:
@@ -100,7 +102,11 @@ def expire_approvals() -> int:
 
 
 def time_out_runs() -> int:
-    late = Run.objects.filter(status__in=RUN_ACTIVE, deadline_at__lte=timezone.now())
+    late = Run.objects.filter(
+        status__in=sorted(RUN_ACTIVE), deadline_at__lte=timezone.now()
+    ).order_by(
+        "deadline_at"  # the most overdue first, along run_active_deadline (not the model's order)
+    )
     count = 0
     for run_id in list(late.values_list("pk", flat=True)[:BATCH]):
         try:
@@ -120,7 +126,7 @@ def time_out_runs() -> int:
 def admit_waiting_runs() -> int:
     now = timezone.now()
     workflow_ids = (
-        Run.objects.filter(status__in=RUN_NOT_STARTED)
+        Run.objects.filter(status__in=sorted(RUN_NOT_STARTED))
         .filter(Q(start_at__isnull=True) | Q(start_at__lte=now))
         .order_by()  # no default ordering: DISTINCT must be over workflow_id alone
         .values_list("workflow_id", flat=True)

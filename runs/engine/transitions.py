@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import BigIntegerField, Case, DateTimeField, F, Q, Value, When
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
+from runs.engine import sql
 from runs.engine.errors import Conflict, Forbidden, NotFound
 from runs.engine.events import RunTx, locked_run
 from runs.engine.plan import Plan, plan_for, retry_delay, retry_policy
@@ -49,13 +50,13 @@ class StepState:
     waiting_since: object
 
 
-STATE_FIELDS = [f.name for f in StepState.__dataclass_fields__.values()]
-STATE_FIELDS[0] = "pk"
-
-
 def step_states(run_id: str) -> list[StepState]:
-    rows = StepRun.objects.filter(run_id=run_id).order_by("position").values_list(*STATE_FIELDS)
-    return [StepState(*row) for row in rows]
+    return [StepState(*row) for row in sql.step_state_rows(run_id)]
+
+
+def _states_of(tx: RunTx) -> list[StepState]:
+    """The states read together with the run's lock (`locked_run(with_states=True)`)."""
+    return [StepState(*row) for row in tx.state_rows]
 
 
 def lease_seconds() -> float:
@@ -79,12 +80,11 @@ class Outcome:
 def free_slots(workflow: Workflow) -> tuple[int, int]:
     """(slots under the workflow's max_active_runs, slots under the global cap)."""
     cap = settings.TRELLIS["MAX_CONCURRENT_RUNS"]
-    global_free = cap - Run.objects.filter(status__in=RUN_ACTIVE).count()
+    global_free = cap - sql.count_active_runs()
     limit = workflow.definition.get("max_active_runs")
     if not limit:
         return UNLIMITED, global_free
-    active = Run.objects.filter(workflow=workflow, status__in=RUN_ACTIVE).count()
-    return limit - active, global_free
+    return limit - sql.count_active_runs(workflow.pk), global_free
 
 
 UNLIMITED = 10**9
@@ -114,10 +114,13 @@ def admit_new_run(workflow: Workflow, run: Run, *, scheduled: bool = False) -> R
         _insert_waiting(run, RunStatus.PENDING)
         return start_run(run.pk)
     rows, events = _begin_fresh(run, plan, now)
-    run.save(force_insert=True)
-    StepRun.objects.bulk_create(rows)
-    RunEvent.objects.bulk_create(events)
+    run.created_at = now
+    sql.insert_run(run, rows, [_event_row(event) for event in events])
     return [(row.pk, run.pk) for row in rows if row.status == StepStatus.QUEUED]
+
+
+def _event_row(event: RunEvent) -> tuple:
+    return tuple(getattr(event, name) for name in sql.EVENT_NAMES)
 
 
 def _insert_waiting(run: Run, status: str, **data) -> Ready:
@@ -174,7 +177,7 @@ def admit_waiting(workflow_id: int) -> Ready:
         if slots <= 0:
             return []
         waiting = list(
-            Run.objects.filter(workflow=workflow, status__in=RUN_NOT_STARTED)
+            Run.objects.filter(workflow=workflow, status__in=sorted(RUN_NOT_STARTED))
             .filter(Q(start_at__isnull=True) | Q(start_at__lte=now))
             .order_by("created_at")
             .values_list("pk", flat=True)[:slots]
@@ -331,23 +334,32 @@ def _apply_step_changes(tx: RunTx, changes: dict[str, list[StepState]], now) -> 
         changes[StepStatus.SKIPPED],
     )
     if queued:
-        StepRun.objects.filter(pk__in=[s.pk for s in queued]).update(
-            status=StepStatus.QUEUED, enqueued_at=now, not_before=None
-        )
+        _update_steps(tx, queued, status=StepStatus.QUEUED, enqueued_at=now, not_before=None)
     if waiting:
-        StepRun.objects.filter(pk__in=[s.pk for s in waiting]).update(
+        _update_steps(
+            tx,
+            waiting,
             status=StepStatus.WAITING_APPROVAL,
             waiting_since=now,
             started_at=now,
-            attempt=F("attempt") + 1,
+            attempt=sql.Raw("attempt + 1"),
         )
     if skipped:
-        StepRun.objects.filter(pk__in=[s.pk for s in skipped]).update(
-            status=StepStatus.SKIPPED, reason=FailureReason.UPSTREAM_FAILED, finished_at=now
+        _update_steps(
+            tx,
+            skipped,
+            status=StepStatus.SKIPPED,
+            reason=FailureReason.UPSTREAM_FAILED,
+            finished_at=now,
         )
     for status, rows in changes.items():
         for step in rows:
             tx.step_status(step.step_id, status)
+
+
+def _update_steps(tx: RunTx, steps: list[StepState], **fields) -> None:
+    ids = [s.pk for s in steps]
+    tx.write([sql.update_statement(StepRun, fields, f"id IN ({sql.in_list(ids)})", ids)])
 
 
 def _settle_run(tx: RunTx, steps: list[StepState], now) -> None:
@@ -400,7 +412,7 @@ def _after_run_finished(workflow_id: int) -> None:
     from runs.engine.dispatch import enqueue_admission
 
     # Another run of this workflow may be waiting for the slot just freed.
-    if Run.objects.filter(workflow_id=workflow_id, status__in=RUN_NOT_STARTED).exists():
+    if sql.has_waiting_runs(workflow_id):
         enqueue_admission(workflow_id)
 
 
@@ -419,12 +431,24 @@ def batch_limit() -> int:
 def step_claim(run_id: str, worker: str, step_run_id: int | None = None) -> list[StepRun]:
     """queued -> running for one worker: the hinted step if it is still queued, else the
     next due queued steps of the run (a batch when they run in-process)."""
-    with locked_run(run_id) as tx:
+    with locked_run(run_id, with_states=True) as tx:
         if tx.run.status not in RUN_ACTIVE:
             return []
         now = timezone.now()
-        due = [s for s in step_states(run_id) if _is_due(s, now)]
+        due = [s for s in _states_of(tx) if _is_due(s, now)]
         due.sort(key=lambda s: s.pk != step_run_id)  # the hinted step first, if still due
+        return _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
+
+
+def step_claim_next(worker: str) -> list[StepRun]:
+    """The oldest due queued step of any active run no other worker is holding, claimed
+    for `worker` (a batch when it runs in-process): how a worker that has drained its own
+    run goes on without a broker task."""
+    now = timezone.now()
+    with locked_run(None, with_states=True, due_at=now) as tx:
+        if tx.run is None:
+            return []
+        due = [s for s in _states_of(tx) if _is_due(s, now)]
         return _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
 
 
@@ -449,14 +473,17 @@ def _claim_batch(tx: RunTx, steps: list[StepState], worker: str, from_status: st
         return []
     now = timezone.now()
     lease_until = now + timedelta(seconds=lease_seconds())
-    StepRun.objects.filter(pk__in=[s.pk for s in steps], status=from_status).update(
-        status=StepStatus.RUNNING,
-        attempt=F("attempt") + 1,
-        started_at=now,
-        finished_at=None,
-        lease_expires_at=lease_until,
-        worker=worker,
-    )
+    ids = [s.pk for s in steps]
+    claim = {
+        "status": StepStatus.RUNNING,
+        "attempt": sql.Raw("attempt + 1"),
+        "started_at": now,
+        "finished_at": None,
+        "lease_expires_at": lease_until,
+        "worker": worker,
+    }
+    where = f"id IN ({sql.in_list(ids)}) AND status = %s"
+    tx.write([sql.update_statement(StepRun, claim, where, [*ids, from_status])])
     claimed = []
     for step in steps:
         step.status = StepStatus.RUNNING
@@ -497,30 +524,51 @@ def steps_finish(
     Returns (steps to hand to other workers, the steps claimed)."""
     now = timezone.now()
     run_id = results[0][0].run_id
-    with locked_run(run_id) as tx:
+    with locked_run(run_id, with_states=not lease_expired) as tx:
         plan = plan_for(tx.run)
-        attempts, outputs = [], []
-        plain = []
-        if len(results) > 1 and not lease_expired:
-            plain = [(s, o) for s, o in results if o.ok and not o.outputs and o.row_count is None]
-        for step in _finish_plain_successes(tx, [s for s, _ in plain], now):
-            attempts.append(_attempt_row(step, Outcome(ok=True), now))
-        moved = bool(attempts)
-        done_together = {id(step) for step, _ in plain}
-        for step, outcome in results:
-            if id(step) in done_together:
-                continue
-            if _finish_one(tx, plan, step, outcome, now, lease_expired):
-                moved = True
-                attempts.append(_attempt_row(step, outcome, now))
-                if outcome.ok and outcome.outputs:
-                    outputs.extend(_output_rows(step, outcome.outputs))
-        StepAttempt.objects.bulk_create(attempts)
+        if lease_expired:
+            # A lease is renewed without the run lock, so only the guarded UPDATE can
+            # tell whether it has really expired: finish first, then read the states.
+            finished = [
+                (step, outcome)
+                for step, outcome in results
+                if _finish_one(tx, plan, step, outcome, now, lease_expired=True)
+            ]
+            steps = step_states(run_id)
+        else:
+            # Every status change holds the run lock, so the states read with it say which
+            # attempts still run: their guarded UPDATEs go with the transaction's writes.
+            steps = _states_of(tx)
+            by_pk = {state.pk: state for state in steps}
+            finished = [
+                (step, outcome)
+                for step, outcome in results
+                if _still_running(by_pk.get(step.pk), step)
+            ]
+            plain = []
+            if len(finished) > 1:
+                plain = [
+                    (s, o) for s, o in finished if o.ok and not o.outputs and o.row_count is None
+                ]
+            _finish_plain_successes(tx, [s for s, _ in plain], now)
+            together = {id(step) for step, _ in plain}
+            for step, outcome in finished:
+                if id(step) not in together:
+                    _finish_one(tx, plan, step, outcome, now, state=by_pk[step.pk])
+                else:
+                    by_pk[step.pk].status = StepStatus.SUCCEEDED
+        attempts = [_attempt_row(step, outcome, now) for step, outcome in finished]
+        outputs = [
+            row
+            for step, outcome in finished
+            if outcome.ok and outcome.outputs
+            for row in _output_rows(step, outcome.outputs)
+        ]
+        tx.write(sql.insert_statements(StepAttempt, sql.ATTEMPT_NAMES, attempts))
         # A step that runs again had its outputs removed when it was reset (_reset_steps).
-        StepOutput.objects.bulk_create(outputs)
-        if not moved or tx.run.status in RUN_TERMINAL:
+        tx.write(sql.insert_statements(StepOutput, sql.OUTPUT_NAMES, outputs))
+        if not finished or tx.run.status in RUN_TERMINAL:
             return [], []
-        steps = step_states(run_id)
         ready, claimed = _advance(tx, steps, plan, claim_for=worker)
         if not claimed and worker and tx.run.status in RUN_ACTIVE:
             due = [s for s in steps if _is_due(s, now)]
@@ -529,51 +577,46 @@ def steps_finish(
         return [r for r in ready if r[0] not in taken], claimed
 
 
-def _finish_plain_successes(tx: RunTx, steps: list[StepRun], now) -> list[StepRun]:
-    """Succeed a batch of steps that produced nothing (no-ops) in one UPDATE."""
-    if not steps:
-        return []
-    current = set(
-        StepRun.objects.filter(pk__in=[s.pk for s in steps], status=StepStatus.RUNNING).values_list(
-            "pk", "attempt"
-        )
+def _still_running(state: StepState | None, step: StepRun) -> bool:
+    """Whether this attempt of the step is still the running one (not cancelled, reaped,
+    or finished by a duplicate delivery)."""
+    return (
+        state is not None and state.status == StepStatus.RUNNING and state.attempt == step.attempt
     )
-    steps = [s for s in steps if (s.pk, s.attempt) in current]
+
+
+def _finish_plain_successes(tx: RunTx, steps: list[StepRun], now) -> None:
+    """Succeed a batch of running steps that produced nothing (no-ops) in one UPDATE."""
     if not steps:
-        return []
-
-    def per_step(value_of, field):
-        whens = [When(pk=s.pk, then=Value(value_of(s), output_field=field)) for s in steps]
-        return Case(*whens, output_field=field)
-
-    def finished(step):
-        return step.finished_at or now
-
-    StepRun.objects.filter(pk__in=[s.pk for s in steps]).update(
-        status=StepStatus.SUCCEEDED,
-        lease_expires_at=None,
-        exit_code=None,
-        reason="",
-        error="",
-        row_count=None,
-        started_at=per_step(lambda s: s.started_at or finished(s), DateTimeField()),
-        finished_at=per_step(finished, DateTimeField()),
-        duration_ms=per_step(
-            lambda s: int((finished(s) - (s.started_at or finished(s))).total_seconds() * 1000),
-            BigIntegerField(),
-        ),
-    )
+        return
+    rows = []
     for step in steps:
+        finished = step.finished_at or now
+        started = step.started_at or finished
+        duration = int((finished - started).total_seconds() * 1000)
+        rows.append((step.pk, step.attempt, started, finished, duration))
         tx.step_status(step.step_id, StepStatus.SUCCEEDED, attempt=step.attempt)
-    return steps
+    tx.write([sql.succeed_steps_statement(rows)])
 
 
-def _finish_one(tx: RunTx, plan: Plan, step: StepRun, outcome: Outcome, now, lease_expired):
-    """Guarded update of one finished attempt; False when someone else moved the step
-    (cancelled, or reaped after its lease expired: that transition kept the attempt)."""
-    guard = StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt)
+def _finish_one(
+    tx: RunTx,
+    plan: Plan,
+    step: StepRun,
+    outcome: Outcome,
+    now,
+    *,
+    lease_expired: bool = False,
+    state: StepState | None = None,
+) -> bool:
+    """Guarded update of one finished attempt. With `state` (read under the run lock) it
+    is known to succeed and goes with the transaction's writes, and `state` is updated;
+    else it runs now, and False means someone else moved the step (cancelled, or reaped
+    after its lease expired: that transition kept the attempt)."""
+    guard, params = "id = %s AND status = %s AND attempt = %s", [step.pk, "running", step.attempt]
     if lease_expired:
-        guard = guard.filter(lease_expires_at__lt=now)
+        guard += " AND lease_expires_at < %s"
+        params.append(connection.ops.adapt_datetimefield_value(now))
     retry = (
         not outcome.ok
         and outcome.retryable
@@ -603,7 +646,10 @@ def _finish_one(tx: RunTx, plan: Plan, step: StepRun, outcome: Outcome, now, lea
             duration_ms=int((finished - started).total_seconds() * 1000),
             row_count=outcome.row_count,
         )
-    if guard.update(**fields) != 1:
+    if state is not None:
+        tx.write([sql.update_statement(StepRun, fields, guard, params)])
+        state.status, state.not_before = fields["status"], fields.get("not_before")
+    elif sql.update(StepRun, fields, guard, params) != 1:
         return False
     if outcome.reason:
         event["reason"] = outcome.reason
@@ -611,26 +657,25 @@ def _finish_one(tx: RunTx, plan: Plan, step: StepRun, outcome: Outcome, now, lea
     return True
 
 
-def _attempt_row(step: StepRun, outcome: Outcome, now) -> StepAttempt:
-    return StepAttempt(
-        step_run_id=step.pk,
-        number=step.attempt,
-        status=StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
-        started_at=step.started_at or now,
-        finished_at=step.finished_at or now,
-        exit_code=outcome.exit_code,
-        reason=outcome.reason,
-        error=outcome.error[-10_000:],
-        worker=step.worker,
+def _attempt_row(step: StepRun, outcome: Outcome, now) -> tuple:
+    """A StepAttempt row, in the order of sql.ATTEMPT_NAMES."""
+    return (
+        step.pk,
+        step.attempt,
+        StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
+        step.started_at or now,
+        step.finished_at or now,
+        outcome.exit_code,
+        outcome.reason,
+        outcome.error[-10_000:],
+        step.worker,
     )
 
 
-def _output_rows(step, outputs: dict) -> list[StepOutput]:
+def _output_rows(step, outputs: dict) -> list[tuple]:
+    """StepOutput rows, in the order of sql.OUTPUT_NAMES."""
     by_key = {str(key)[:200]: value for key, value in outputs.items()}  # keys fit the column
-    return [
-        StepOutput(run_id=step.run_id, step_run_id=step.pk, key=key, value=value)
-        for key, value in by_key.items()
-    ]
+    return [(step.run_id, step.pk, key, value) for key, value in by_key.items()]
 
 
 def step_renew_lease(step: StepRun) -> bool:
@@ -871,6 +916,7 @@ def _close_approval(tx, step, plan, now, *, ok, error="", approvers=(), reason="
         duration_ms=int((now - (step.waiting_since or now)).total_seconds() * 1000),
     )
     if ok:
-        StepOutput.objects.bulk_create(_output_rows(step, {"approved_by": list(approvers)}))
+        outputs = _output_rows(step, {"approved_by": list(approvers)})
+        tx.write(sql.insert_statements(StepOutput, sql.OUTPUT_NAMES, outputs))
     tx.step_status(step.step_id, status, **({"reason": reason} if reason else {}))
     return advance(tx, step_states(step.run_id), plan)

@@ -4,9 +4,11 @@ A task drains its run: when it finishes steps it claims the next ready (or queue
 of the same run in the same transaction and runs them, so a chain costs no broker round
 trip per step. No-op steps are claimed and finished in batches.
 Other newly ready steps go to the broker as hints for other workers; a hint whose step
-was already taken claims the next queued step of the run, or ends.
+was already taken claims the next queued step of the run. A task that has drained its
+run goes on with the oldest due queued step of any run, until none is left.
 """
 
+import contextlib
 import threading
 
 from django.conf import settings
@@ -22,25 +24,39 @@ from runs.models import StepRun, worker_name
 def execute_step(step_run_id: int | None, run_id: str) -> int:
     """Returns how many steps this task executed."""
     worker = worker_name()
-    batch = transitions.step_claim(run_id, worker, step_run_id)
+    executed = drain(transitions.step_claim(run_id, worker, step_run_id), worker)
+    # Then the queued steps of other runs: a burst of ready steps gets only a few broker
+    # tasks (dispatch.enqueue_steps), and a worker that is free now needs no broker hop.
+    while executed and (batch := transitions.step_claim_next(worker)):
+        executed += drain(batch, worker)
+    return executed
+
+
+def drain(batch: list[StepRun], worker: str) -> int:
+    """Execute and finish claimed steps of one run, claiming its next ones, until none of
+    it is left to take."""
     executed = 0
     while batch:
         results = run_batch(batch)
         executed += len(results)
         ready, batch = transitions.steps_finish(results, worker=worker)
-        enqueue_steps(ready[: settings.TRELLIS["FANOUT_TASKS"]])
+        enqueue_steps(ready)
     return executed
 
 
 def run_batch(batch: list[StepRun]) -> list[tuple[StepRun, transitions.Outcome]]:
     plan = plan_for(batch[0].run)
     results = []
-    with _BatchLeases(batch) as leases:
+    # A single step renews its own lease while it runs (executors); a batch's later steps
+    # need theirs renewed while the earlier ones run.
+    leases = _BatchLeases(batch) if len(batch) > 1 else None
+    with leases or contextlib.nullcontext():
         for step in batch:
             step.started_at = timezone.now()  # the claim time may be earlier in a batch
             results.append((step, executors.execute(step, plan.step(step.step_id))))
             step.finished_at = timezone.now()
-            leases.done(step)
+            if leases:
+                leases.done(step)
     return results
 
 

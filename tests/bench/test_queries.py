@@ -2,6 +2,7 @@
 the task function called in-process). A budget, so an added query is a visible choice."""
 
 import pytest
+from django.db import connection
 
 from runs import bench, services
 from runs.engine import worker
@@ -45,10 +46,14 @@ def test_chain_queries_per_step(make_workflow):
     run, _ = services.run_start(workflow="q-chain")
     figures = bench.queries_of_task(run)
     assert figures["tasks"] == 1, "one task runs the whole chain: no broker hop per step"
-    # One transaction per step: lock the run, finish the step, its attempt row, read the
-    # step states, claim the next step, the events, the run row (+ BEGIN/COMMIT on SQLite);
-    # plus the claim of the first step.
-    assert figures["per_step"] <= 11, figures
+    # One transaction per step: lock the run and read the step states, then the writes:
+    # finish the step, its attempt row, claim the next step, the events, the run row.
+    # SQLite executes each (and BEGIN IMMEDIATE); PostgreSQL gets the lock with the states
+    # in one round trip and the writes with the COMMIT in another (Django's log adds its
+    # BEGIN and COMMIT entries: 4 a step). Plus, once per task: the first claim, and two
+    # looks at the end, for the workflow's waiting runs and for other runs' queued steps.
+    per_step, per_task = (4, 8) if connection.vendor == "postgresql" else (9, 12)
+    assert figures["queries"] <= per_step * figures["steps"] + per_task, figures
 
 
 def test_fanout_queries_per_step(make_workflow):
@@ -56,4 +61,5 @@ def test_fanout_queries_per_step(make_workflow):
     run, _ = services.run_start(workflow="q-fanout")
     figures = bench.queries_of_task(run)
     assert figures["steps"] == 42
-    assert figures["per_step"] <= 3, figures
+    budget = 1 if connection.vendor == "postgresql" else 3
+    assert figures["per_step"] <= budget, figures

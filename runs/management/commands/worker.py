@@ -1,6 +1,7 @@
 """trellis worker: a django-q2 cluster plus the engine's ticker, stopped cleanly by
 SIGINT/SIGTERM."""
 
+import gc
 import logging
 import signal
 import threading
@@ -24,8 +25,13 @@ class Command(BaseCommand):
     def handle(self, *args, no_ticker=False, **options):
         from django_q.cluster import Cluster
 
+        import runs.tasks  # noqa: F401 -- imported once here, shared by the forked workers
+
         stop = threading.Event()
         cluster = Cluster()
+        # Objects that exist now are never collected, so the collector does not write to
+        # (and un-share) the pages the forked processes inherit.
+        gc.freeze()
         cluster.start()
 
         def on_signal(signum, frame):

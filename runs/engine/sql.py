@@ -1,0 +1,383 @@
+"""The statements of the engine's hot path, in plain SQL.
+
+A step's transition (finish it, decide what became ready, claim the next) is a handful
+of statements. Through the ORM each one costs 0.3–0.5 ms of query building and model
+instantiation, several times what the database itself takes, so the statements run
+every transition are written here once, from the models' own table and column names.
+The SQL is the common subset of SQLite (3.35+) and PostgreSQL: `RETURNING`, `IN` lists.
+"""
+
+import json
+from datetime import UTC
+from functools import cache
+
+from django.db import connection, models
+
+from runs.models import Run, RunEvent, StepRun
+from runs.status import RUN_ACTIVE, RUN_NOT_STARTED
+
+
+class Raw(str):
+    """An SQL expression for an UPDATE's SET clause, e.g. `Raw("attempt + 1")`."""
+
+
+@cache
+def _columns(model) -> dict[str, models.Field]:
+    return {field.attname: field for field in model._meta.concrete_fields}
+
+
+_RUN_FIELDS = _columns(Run)
+_RUN_SELECT = "SELECT {} FROM {} WHERE id = %s".format(
+    ", ".join(f.column for f in _RUN_FIELDS.values()), Run._meta.db_table
+)
+
+STATE_COLUMNS = (
+    "id, run_id, step_id, kind, status, continue_on_failure, not_before, attempt, "
+    "max_attempts, waiting_since"
+)
+_STATES_SELECT = (
+    f"SELECT {STATE_COLUMNS} FROM {StepRun._meta.db_table} WHERE run_id = %s ORDER BY position"
+)
+
+
+def _reader(field: models.Field):
+    """How a raw column value becomes what the ORM would have given."""
+    if isinstance(field, models.DateTimeField):
+        return _aware
+    if isinstance(field, models.JSONField):
+        return _json
+    return None
+
+
+def _aware(value):
+    # SQLite hands back naive UTC datetimes; PostgreSQL aware ones already.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@cache
+def _readers(model) -> list:
+    return [_reader(field) for field in _columns(model).values()]
+
+
+def _from_row(model, row) -> models.Model:
+    """An instance of `model` from a row of all its columns, in `_columns` order."""
+    values = [
+        read(v) if read and v is not None else v
+        for read, v in zip(_readers(model), row, strict=True)
+    ]
+    return model.from_db(connection.alias, list(_columns(model)), values)
+
+
+_NEXT_DUE_RUN = (
+    "SELECT {columns} FROM {runs} r JOIN {steps} s ON s.run_id = r.id "
+    "WHERE s.status = 'queued' AND (s.not_before IS NULL OR s.not_before <= %s) "
+    "AND r.status IN ('running', 'waiting') ORDER BY s.id LIMIT 1"
+).format(
+    columns=", ".join(f"r.{f.column}" for f in _RUN_FIELDS.values()),
+    runs=Run._meta.db_table,
+    steps=StepRun._meta.db_table,
+)
+
+
+def lock_run(
+    run_id: str | None, *, with_states: bool = False, due_at=None, begin: bool = False
+) -> tuple[Run | None, list[tuple]]:
+    """The run's row, locked for the transaction, and with `with_states` the state rows of
+    its steps (`step_state_rows`), read after the lock: on PostgreSQL both in one round
+    trip. SQLite's `BEGIN IMMEDIATE` already holds the database's write lock, so it has
+    no `FOR UPDATE`.
+
+    With `run_id` None: the active run with the oldest queued step due at `due_at`, of
+    those no other transaction holds (PostgreSQL skips locked rows), or (None, []).
+
+    `begin`: start the transaction in the same round trip (PostgreSQL, autocommit)."""
+    postgres = connection.vendor == "postgresql"
+    opening = "BEGIN;\n" if begin else ""
+    if run_id is None:
+        statement = _NEXT_DUE_RUN + (" FOR UPDATE OF r SKIP LOCKED" if postgres else "")
+        params = [connection.ops.adapt_datetimefield_value(due_at)]
+        with connection.cursor() as cursor:
+            cursor.execute(opening + statement, params)
+            if begin:
+                cursor.nextset()
+            row = cursor.fetchone()
+        if row is None:
+            return None, []
+        run = _from_row(Run, row)
+        return run, step_state_rows(run.pk) if with_states else []
+    statement, params = _RUN_SELECT, [run_id]
+    if postgres:
+        statement += " FOR UPDATE"
+        if with_states:
+            statement, params = f"{statement};\n{_STATES_SELECT}", [run_id, run_id]
+    with connection.cursor() as cursor:
+        cursor.execute(opening + statement, params)
+        if begin:
+            cursor.nextset()
+        row = cursor.fetchone()
+        states = []
+        if with_states and postgres:
+            cursor.nextset()
+            states = _states(cursor.fetchall())
+    if row is None:
+        raise Run.DoesNotExist(f"no run {run_id}")
+    if with_states and not postgres:
+        states = step_state_rows(run_id)
+    return _from_row(Run, row), states
+
+
+def step_state_rows(run_id: str) -> list[tuple]:
+    """(id, run_id, step_id, kind, status, continue_on_failure, not_before, attempt,
+    max_attempts, waiting_since) of every step of the run, in definition order."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STATES_SELECT, [run_id])
+        return _states(cursor.fetchall())
+
+
+def _states(rows: list[tuple]) -> list[tuple]:
+    return [
+        (*row[:6], _aware(row[6]), row[7], row[8], _aware(row[9]))
+        if row[6] is not None or row[9] is not None
+        else row
+        for row in rows
+    ]
+
+
+def _param(field: models.Field, value):
+    if isinstance(field, models.DateTimeField):
+        return connection.ops.adapt_datetimefield_value(value)
+    if isinstance(field, models.JSONField):
+        return None if value is None else json.dumps(value)
+    if isinstance(field, models.ForeignKey) and isinstance(value, models.Model):
+        return value.pk
+    return value
+
+
+def _set_clause(model, fields: dict) -> tuple[str, list]:
+    columns = _columns(model)
+    sets, values = [], []
+    for name, value in fields.items():
+        field = columns.get(name) or model._meta.get_field(name)
+        if isinstance(value, Raw):
+            sets.append(f"{field.column} = {value}")
+        else:
+            sets.append(f"{field.column} = %s")
+            values.append(_param(field, value))
+    return ", ".join(sets), values
+
+
+def update_statement(model, fields: dict, where: str, params: list) -> tuple[str, list]:
+    """`UPDATE <table> SET <fields> WHERE <where>`. A `Raw` value is SQL, anything else a
+    parameter."""
+    sets, values = _set_clause(model, fields)
+    return f"UPDATE {model._meta.db_table} SET {sets} WHERE {where}", values + list(params)
+
+
+def update(model, fields: dict, where: str, params: list, returning: str = ""):
+    """Run `update_statement`: the number of rows changed, or with `returning` those
+    columns of each row changed."""
+    statement, values = update_statement(model, fields, where, params)
+    if returning:
+        statement += f" RETURNING {returning}"
+    with connection.cursor() as cursor:
+        cursor.execute(statement, values)
+        return cursor.fetchall() if returning else cursor.rowcount
+
+
+def execute_all(statements: list[tuple[str, list]], *, commit: bool = False) -> None:
+    """Statements whose results nobody reads. PostgreSQL gets them in one round trip
+    (Django's psycopg cursors bind client-side, so several statements can share one
+    `execute`), with the transaction's COMMIT when `commit` (psycopg then sees the
+    transaction ended, and Django's own commit sends nothing). SQLite runs in-process,
+    where a round trip costs nothing, and commits as usual."""
+    if connection.vendor == "postgresql":
+        if commit:
+            statements = [*statements, ("COMMIT", [])]
+        if len(statements) > 1:
+            statements = [_joined(statements)]
+    with connection.cursor() as cursor:
+        for statement, params in statements:
+            cursor.execute(statement, params)
+
+
+def _joined(statements: list[tuple[str, list]]) -> tuple[str, list]:
+    """Several statements as one, for one PostgreSQL `execute`."""
+    text = ";\n".join(statement for statement, _ in statements)
+    return text, [value for _, values in statements for value in values]
+
+
+def in_list(values) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def insert_statements(model, names: list[str], rows: list[tuple]) -> list[tuple[str, list]]:
+    """Multi-row INSERTs of `rows` (tuples in the order of `names`)."""
+    if not rows:
+        return []
+    columns = _columns(model)
+    fields = [columns[name] for name in names]
+    into = f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)}) VALUES "
+    one = f"({in_list(fields)})"
+    # Both databases limit the parameters of one statement (SQLite: 32,766).
+    per_statement = max(1, 30_000 // len(fields))
+    statements = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        params = [_param(f, v) for row in chunk for f, v in zip(fields, row, strict=True)]
+        statements.append((into + ", ".join([one] * len(chunk)), params))
+    return statements
+
+
+def insert_many(model, names: list[str], rows: list[tuple]) -> None:
+    """Many rows at once: PostgreSQL's COPY (its client-side parameter binding costs more
+    than the database for statements of thousands of values), multi-row INSERTs on
+    SQLite."""
+    if connection.vendor != "postgresql":
+        execute_all(insert_statements(model, names, rows))
+        return
+    columns = _columns(model)
+    fields = [columns[name] for name in names]
+    json_at = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    copy_sql = f"COPY {model._meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(copy_sql) as copy:
+        for row in rows:
+            if json_at:
+                row = list(row)
+                for i in json_at:
+                    row[i] = None if row[i] is None else json.dumps(row[i])
+            copy.write_row(row)
+
+
+EVENT_NAMES = ["run_id", "seq", "type", "step_id", "status", "data", "created_at"]
+
+
+ATTEMPT_NAMES = [
+    "step_run_id",
+    "number",
+    "status",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "reason",
+    "error",
+    "worker",
+]
+OUTPUT_NAMES = ["run_id", "step_run_id", "key", "value"]
+
+
+def succeed_steps_statement(rows: list[tuple]) -> tuple[str, list]:
+    """Succeed running steps that produced nothing, each with its own times, in one
+    statement. `rows` are (id, attempt, started_at, finished_at, duration_ms)."""
+    table = StepRun._meta.db_table
+    whens = " ".join(["WHEN %s THEN %s"] * len(rows))
+    adapt = connection.ops.adapt_datetimefield_value
+    params = []
+    for column in (2, 3, 4):
+        for row in rows:
+            value = row[column]
+            params += [row[0], value if column == 4 else adapt(value)]
+    guard = " OR ".join(["(id = %s AND attempt = %s)"] * len(rows))
+    params += [value for row in rows for value in row[:2]]
+    statement = (
+        f"UPDATE {table} SET status = 'succeeded', lease_expires_at = NULL, exit_code = NULL, "
+        f"reason = '', error = '', row_count = NULL, "
+        f"started_at = CASE id {whens} END, finished_at = CASE id {whens} END, "
+        f"duration_ms = CASE id {whens} END "
+        f"WHERE status = 'running' AND ({guard})"
+    )
+    return statement, params
+
+
+_WAITING_RUN = (
+    f"SELECT 1 FROM {Run._meta.db_table} WHERE workflow_id = %s "
+    f"AND status IN ({', '.join(repr(str(s)) for s in sorted(RUN_NOT_STARTED))}) LIMIT 1"
+)
+
+
+def has_waiting_runs(workflow_id: int) -> bool:
+    """Whether a run of the workflow has not started yet (pending, queued or scheduled)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_WAITING_RUN, [workflow_id])
+        return cursor.fetchone() is not None
+
+
+_ACTIVE = ", ".join(repr(str(s)) for s in sorted(RUN_ACTIVE))
+_COUNT_ACTIVE = f"SELECT COUNT(*) FROM {Run._meta.db_table} WHERE status IN ({_ACTIVE})"
+
+
+def count_active_runs(workflow_id: int | None = None) -> int:
+    """Running and waiting runs, of one workflow or of all."""
+    statement, params = _COUNT_ACTIVE, []
+    if workflow_id is not None:
+        statement, params = f"{statement} AND workflow_id = %s", [workflow_id]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchone()[0]
+
+
+_STEP_NAMES = [name for name in _columns(StepRun) if name != "id"]
+
+
+def insert_run(run: Run, steps: list[StepRun], events: list[tuple]) -> None:
+    """Insert a new run with its step rows and events; the steps get their ids. On
+    PostgreSQL one round trip (the steps' INSERT last, for its RETURNING)."""
+    statements = insert_statements(Run, list(_RUN_FIELDS), [_values(run, _RUN_FIELDS)])
+    statements += insert_statements(RunEvent, EVENT_NAMES, events)
+    step_rows = [_values(step, _STEP_NAMES) for step in steps]
+    into, params = insert_statements(StepRun, _STEP_NAMES, step_rows)[-1]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(*_joined([*statements, (into + " RETURNING id", params)]))
+            while cursor.nextset():
+                pass
+        else:
+            for statement, values in statements:
+                cursor.execute(statement, values)
+            cursor.execute(into + " RETURNING id", params)
+        ids = [row[0] for row in cursor.fetchall()]
+    for step, pk in zip(steps, ids, strict=True):
+        step.pk = pk
+    for row in (run, *steps):  # saved: a later save() is an UPDATE, not an INSERT
+        row._state.adding, row._state.db = False, connection.alias
+
+
+def _values(instance, names) -> tuple:
+    return tuple(getattr(instance, name) for name in names)
+
+
+@cache
+def _workflow_select() -> str:
+    from workflows.models import Workflow, WorkflowVersion
+
+    columns = ", ".join(f"w.{f.column}" for f in _columns(Workflow).values())
+    return (
+        f"SELECT {columns}, v.id, v.dag_hash FROM {Workflow._meta.db_table} w "
+        f"LEFT JOIN {WorkflowVersion._meta.db_table} v ON v.id = w.current_version_id "
+        "WHERE w.name = %s"
+    )
+
+
+def workflow_by_name(name: str):
+    """The workflow, with its current version's id and dag_hash loaded (the rest of the
+    version, its definition included, is read only if asked for), or None."""
+    from workflows.models import Workflow, WorkflowVersion
+
+    with connection.cursor() as cursor:
+        cursor.execute(_workflow_select(), [name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    workflow = _from_row(Workflow, row[:-2])
+    version_id, dag_hash = row[-2:]
+    if version_id is not None:
+        version = WorkflowVersion.from_db(
+            connection.alias, ["id", "dag_hash"], [version_id, dag_hash]
+        )
+        Workflow.current_version.field.set_cached_value(workflow, version)
+    return workflow

@@ -1,0 +1,110 @@
+"""How queued steps reach workers: a burst gets a few broker tasks, a worker that has
+drained its run takes the other runs' queued steps, and the ticker hands out what no
+task has taken."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from runs import services
+from runs.engine import dispatch, ticker, transitions, worker
+from runs.models import Run, StepRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ONE_STEP = """
+name: d-one
+steps:
+  - {id: a, kind: noop}
+"""
+
+
+@pytest.fixture
+def tasks(monkeypatch):
+    """The broker tasks sent, as (step_run_id, run_id); nothing reaches a real broker."""
+    sent = []
+    monkeypatch.setattr(dispatch, "async_task", lambda name, *args, **kw: sent.append(args))
+    return sent
+
+
+def test_a_free_worker_takes_the_queued_steps_of_other_runs(make_workflow, tasks):
+    make_workflow(ONE_STEP)
+    runs = [services.run_start(workflow="d-one")[0] for _ in range(3)]
+    assert len(tasks) == 3
+
+    executed = worker.execute_step(*tasks[0])
+
+    assert executed == 3, "one task ran its own step, then the two other runs' steps"
+    assert set(
+        Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)
+    ) == {"succeeded"}
+    # The other two tasks arrive late and find nothing to do.
+    assert worker.execute_step(*tasks[1]) == 0
+
+
+def test_a_burst_gets_at_most_fanout_tasks_and_the_ticker_hands_out_the_rest(
+    make_workflow, tasks, settings
+):
+    settings.TRELLIS = {**settings.TRELLIS, "FANOUT_TASKS": 2}
+    make_workflow(ONE_STEP)
+
+    run_ids = services.run_bulk_start(workflow="d-one", inputs=[{}] * 5)
+
+    assert len(tasks) == 2
+    steps = StepRun.objects.filter(run_id__in=run_ids)
+    assert steps.filter(status="queued").count() == 5
+    left = set(steps.filter(enqueued_at__isnull=True).values_list("pk", "run_id"))
+    assert len(left) == 3, "the rest is not handed out"
+
+    tasks.clear()
+    assert ticker.enqueue_due_queued() == 3
+    assert set(tasks) == left
+    assert not steps.filter(enqueued_at__isnull=True).exists()
+    assert ticker.enqueue_due_queued() == 0, "each step is handed out once"
+
+
+def test_a_free_worker_passes_over_a_run_another_worker_holds(make_workflow, tasks):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no run is held while another is taken")
+    make_workflow(ONE_STEP)
+    held_run = services.run_start(workflow="d-one")[0]
+    free_run = services.run_start(workflow="d-one")[0]
+    held, release = threading.Event(), threading.Event()
+
+    def other_worker():
+        try:
+            with transaction.atomic():
+                Run.objects.select_for_update().get(pk=held_run.pk)
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=other_worker)
+    holder.start()
+    try:
+        assert held.wait(10)
+        claimed = transitions.step_claim_next("free-worker")
+    finally:
+        release.set()
+        holder.join()
+
+    assert [step.run_id for step in claimed] == [free_run.pk], "the held run is skipped"
+    assert transitions.step_claim_next("free-worker")[0].run_id == held_run.pk
+
+
+def test_a_step_whose_task_was_lost_is_handed_out_again_once(make_workflow, tasks, settings):
+    make_workflow(ONE_STEP)
+    run = services.run_start(workflow="d-one")[0]
+    step = StepRun.objects.get(run=run)
+    tasks.clear()  # the broker lost it
+    lost_at = timezone.now() - timedelta(seconds=settings.TRELLIS["REQUEUE_AFTER_SECONDS"] + 1)
+    StepRun.objects.filter(pk=step.pk).update(enqueued_at=lost_at)
+
+    assert ticker.requeue_stale() == 1
+    assert tasks == [(step.pk, run.pk)]
+    assert ticker.requeue_stale() == 0, "a second ticker finds it handed out already"
+    assert worker.execute_step(*tasks[0]) == 1
