@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from api.auth import forget_tokens
 from api.models import ApiToken
 
 
@@ -72,4 +73,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        forget_tokens()  # an update() sends no signal
         self.message_user(request, f"{count} token(s) revoked")

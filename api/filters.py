@@ -1,10 +1,13 @@
 """Query filters of the list endpoints (django-filter)."""
 
 from django.db.models import F, Q
+from django.db.models.expressions import RawSQL
 from django_filters import rest_framework as filters
 from django_filters.constants import EMPTY_VALUES
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 
+from api import quick
 from runs import selectors
 from runs.status import RunStatus, Trigger
 
@@ -36,7 +39,7 @@ class NullsLastOrdering(filters.OrderingFilter):
 
 class RunFilter(filters.FilterSet):
     status = ChoiceInFilter(choices=RunStatus.choices, help_text="comma list of statuses")
-    workflow = filters.CharFilter(field_name="workflow__name", help_text="workflow name")
+    workflow = filters.CharFilter(method="filter_workflow", help_text="workflow name")
     trigger = ChoiceInFilter(choices=Trigger.choices, help_text="comma list of triggers")
     created_by = filters.CharFilter(field_name="created_by__username", help_text="username")
     created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
@@ -59,6 +62,41 @@ class RunFilter(filters.FilterSet):
     class Meta:
         model = selectors.Run
         fields = []
+
+    def filter_workflow(self, queryset, name, value):
+        return runs_of_workflow(queryset, value)
+
+    @classmethod
+    def quick(cls, params, queryset):
+        """The common lists (`status` and `workflow`, nothing else) filtered without
+        building the filter form, which costs more than the page: the queryset the form
+        would give, or None when the parameters need the form (see `quick.conditions`)."""
+        found = quick.conditions(params)
+        if found is None:
+            return None
+        statuses, name = found
+        if statuses is not None:
+            queryset = queryset.filter(status__in=statuses)
+        if name is not None:
+            queryset = runs_of_workflow(queryset, name)
+        return queryset
+
+
+def runs_of_workflow(queryset, name: str):
+    """On the run's own workflow column (names are unique), so the database reads the runs
+    by their (workflow, status, created_at) index instead of joining workflows by name."""
+    return queryset.filter(workflow_id=RawSQL(WORKFLOW_ID_SQL, [name]))
+
+
+WORKFLOW_ID_SQL = f"SELECT id FROM {selectors.Workflow._meta.db_table} WHERE name = %s"
+
+
+class RunFilterBackend(DjangoFilterBackend):
+    """RunFilter, through its shortcut where it applies."""
+
+    def filter_queryset(self, request, queryset, view):
+        quick = RunFilter.quick(request.query_params, queryset)
+        return super().filter_queryset(request, queryset, view) if quick is None else quick
 
 
 def runs_matching(conditions: dict, queryset=None):

@@ -1,13 +1,24 @@
 import re
 
+from django.conf import settings
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
+
+from api.recent import Recent
 
 WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 MAX_OFFSET = 2**63 - 1  # what a database OFFSET can hold
 
 
 COUNT_CAP = 10_000
+# Counts from this size up may be reused for COUNT_CACHE_SECONDS; smaller ones are cheap
+# to make and always exact.
+COUNT_CACHE_MIN = 1_000
+PAGE_PARAMS = ("limit", "offset", "sort")
+
+
+# Counts of list queries, per web worker process.
+counts = Recent(size=256)
 
 
 class RunPagination(LimitOffsetPagination):
@@ -16,7 +27,9 @@ class RunPagination(LimitOffsetPagination):
 
     `count` is exact up to 10,000 rows past the page. Beyond that the answer says
     `"count_capped": true` and `count` is a lower bound: counting a million matching
-    rows would cost far more than the page itself."""
+    rows would cost far more than the page itself. A count of 1,000 or more may be up to
+    `TRELLIS_COUNT_CACHE_SECONDS` (default 5) old: each web worker reuses it for that
+    long for the same list and filters. The page itself is always read fresh."""
 
     default_limit = 50
     max_limit = 1000
@@ -26,12 +39,20 @@ class RunPagination(LimitOffsetPagination):
         self.limit = self.get_limit(request)
         self.offset = self.get_offset(request)
         horizon = max(COUNT_CAP, self.offset + self.limit)
-        found = queryset.order_by()[: horizon + 1].count()
+        max_age = settings.TRELLIS_API["COUNT_CACHE_SECONDS"]
+        key = count_key(request, horizon) if max_age > 0 else None
+        found = counts.get(key, max_age) if key is not None else None
+        cached = found is not None
+        if not cached:
+            found = queryset.order_by()[: horizon + 1].count()
+            if key is not None and found >= COUNT_CACHE_MIN:
+                counts.put(key, found)
         self.count_capped = found > horizon
         self.count = found
-        if self.count == 0 or self.offset > self.count:
+        if not cached and (self.count == 0 or self.offset > self.count):
             return []
-        return list(queryset[self.offset : self.offset + self.limit])
+        fetch = getattr(view, "fetch_page", list)
+        return fetch(queryset[self.offset : self.offset + self.limit])
 
     def get_paginated_response(self, data):
         response = super().get_paginated_response(data)
@@ -69,3 +90,15 @@ def _whole_number(request, name: str, minimum: int, maximum: int | None) -> int 
         bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
         raise ValidationError({name: [f"{name} must be a whole number {bound}, not {raw[:40]!r}"]})
     return value
+
+
+def count_key(request, horizon: int):
+    """What a list's count depends on: the list (its path) and its filters."""
+    filters = tuple(
+        sorted(
+            (name, tuple(values))
+            for name, values in request.query_params.lists()
+            if name not in PAGE_PARAMS
+        )
+    )
+    return request.path, filters, horizon

@@ -1,6 +1,9 @@
 """Request and response shapes of /api/v1. Responses are rendered through these serializers,
 so the OpenAPI document describes exactly what is sent."""
 
+from datetime import UTC
+
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -103,6 +106,67 @@ class RunSerializer(serializers.Serializer):
     dag_hash = serializers.CharField()
     reason = serializers.CharField(allow_blank=True)
     error = serializers.CharField(allow_blank=True)
+
+
+# What run lists read: the columns behind RunSerializer's fields, in its order.
+RUN_ROW_COLUMNS = (
+    "pk",
+    "workflow__name",
+    "status",
+    "trigger",
+    "created_by__username",
+    "created_at",
+    "start_at",
+    "logical_date",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "dag_hash",
+    "reason",
+    "error",
+)
+
+
+def run_rows(rows) -> list[dict]:
+    """RunSerializer(many=True).data for `.values(*RUN_ROW_COLUMNS)` rows, built directly:
+    the same JSON (same keys, order and formats) for a fraction of the serializer's cost.
+    tests/api/test_fast_paths.py compares the two."""
+    zone = timezone.get_current_timezone()
+    in_utc = timezone.get_current_timezone_name() == "UTC"
+
+    def when(value):  # DateTimeField.to_representation: current zone, ISO 8601, Z for UTC
+        if not value:
+            return None
+        if value.tzinfo is UTC and in_utc:  # as the database hands them out: "…+00:00"
+            return value.isoformat()[:-6] + "Z"
+        text = value.astimezone(zone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    def text(value):
+        return None if value is None else str(value)
+
+    def number(value):
+        return None if value is None else int(value)
+
+    return [
+        {
+            "run_id": text(row["pk"]),
+            "workflow": text(row["workflow__name"]),
+            "status": row["status"],
+            "trigger": row["trigger"],
+            "created_by": text(row["created_by__username"]),
+            "created_at": when(row["created_at"]),
+            "start_at": when(row["start_at"]),
+            "logical_date": when(row["logical_date"]),
+            "started_at": when(row["started_at"]),
+            "finished_at": when(row["finished_at"]),
+            "duration_ms": number(row["duration_ms"]),
+            "dag_hash": text(row["dag_hash"]),
+            "reason": text(row["reason"]),
+            "error": text(row["error"]),
+        }
+        for row in rows
+    ]
 
 
 class StepRowSerializer(serializers.Serializer):

@@ -4,10 +4,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import ParseError
 
 from api import serializers as s
-from api.filters import RunFilter, WorkflowFilter
+from api.filters import WorkflowFilter
 from api.parsers import PARSERS
 from api.views_base import ApiListView, ApiView, body, respond
-from api.views_runs import START_RESPONSES, start_run
+from api.views_runs import START_RESPONSES, RunRowsList, start_run
 from runs import maintenance, selectors, services
 from workflows import definitions
 from workflows.services import workflow_create, workflow_patch, workflow_save
@@ -133,11 +133,8 @@ class WorkflowNamedValidateView(ApiView):
         return respond(s.ValidationSerializer, answer)
 
 
-class WorkflowRunsView(ApiListView):
+class WorkflowRunsView(RunRowsList, ApiListView):
     """That workflow's runs, with the filters of GET /runs; POST starts one."""
-
-    serializer_class = s.RunSerializer
-    filterset_class = RunFilter
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator
