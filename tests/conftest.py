@@ -113,27 +113,43 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def flush_survives_deadlocks():
+def flush_survives_a_busy_worker():
     """Between transactional tests the tables are truncated while the session worker may
-    still be writing (an after-commit admission, a tick); PostgreSQL then breaks the
-    deadlock by failing one side. Retry the truncation instead of failing the test."""
-    from django.core.management.base import CommandError
-    from django.core.management.commands import flush
+    still be in a transaction (finishing a step, a tick). On PostgreSQL, TRUNCATE takes its
+    table locks one by one, so it can hold one the worker needs while waiting for one the
+    worker holds: a deadlock, found only after `deadlock_timeout`, again on every retry
+    while the worker is busy. A short `lock_timeout` makes TRUNCATE give way at once
+    instead; it is retried until it finds the worker between transactions."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    from django.db import OperationalError, transaction
+    from django.db.backends.postgresql.operations import DatabaseOperations
 
-    original = flush.Command.handle
+    original = DatabaseOperations.execute_sql_flush
 
-    def handle(self, **options):
-        for attempt in range(5):
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(100):
             try:
-                return original(self, **options)
-            except CommandError as exc:
-                if "deadlock" not in str(exc).lower() or attempt == 4:
+                with (
+                    transaction.atomic(using=self.connection.alias),
+                    self.connection.cursor() as cursor,
+                ):
+                    cursor.execute("SET LOCAL lock_timeout = '100ms'")
+                    for sql in sql_list:
+                        cursor.execute(sql)
+                return
+            except OperationalError as exc:
+                # 55P03 lock_not_available, 40P01 deadlock_detected
+                if getattr(exc.__cause__, "sqlstate", None) not in ("55P03", "40P01"):
                     raise
-                time.sleep(0.2)
+                if attempt == 99:
+                    raise
+                time.sleep(0.02)
 
-    flush.Command.handle = handle
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
     yield
-    flush.Command.handle = original
+    DatabaseOperations.execute_sql_flush = original
 
 
 @pytest.fixture(scope="session")
