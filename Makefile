@@ -30,7 +30,8 @@ serve: install
 
 # The whole suite on the embedded default (SQLite), then on PostgreSQL + Redis.
 # With CI=true an unreachable PostgreSQL or Redis fails the run instead of skipping it.
-test: install-test lint test-sqlite test-postgres test-schema
+# The schema check runs first so the run ends on pytest's own summary.
+test: install-test lint test-schema test-sqlite test-postgres
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -50,7 +50,7 @@ from workflows.services import workflow_save
 SHAPES = ("queries", "chain", "fanout", "runs", "latency", "memory", "api", "bulk")
 WORKER_SHAPES = ("chain", "fanout", "runs", "latency")
 SERVER_SHAPES = ("memory", "api")
-BENCH_DATABASE = "trellis_bench"
+BENCH_DATABASE = "trellis_bench"  # + this process's id: two benches never share one
 RUN_TIMEOUT = 300.0
 
 # (figure, comparison, target, what): the targets on a 2-core machine.
@@ -145,17 +145,19 @@ def _throwaway_database():
     if connection.vendor != "postgresql":
         raise BenchError(f"the bench supports SQLite and PostgreSQL, not {connection.vendor}")
 
+    name = f"{BENCH_DATABASE}_{os.getpid()}"
+
     def drop():
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     try:
         drop()
         with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+            cursor.execute(f"CREATE DATABASE {name}")
     except DatabaseError as exc:
-        raise BenchError(f"cannot create the database {BENCH_DATABASE}: {exc}") from None
-    url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{BENCH_DATABASE}").geturl()
+        raise BenchError(f"cannot create the database {name}: {exc}") from None
+    url = urlsplit(settings.DATABASE_URL)._replace(path=f"/{name}").geturl()
     return url, drop
 
 
