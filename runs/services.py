@@ -6,12 +6,13 @@ after the transaction commits.
 
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from runs.engine import sql, transitions
 from runs.engine.dispatch import enqueue_steps
 from runs.engine.errors import Conflict, InvalidInput, NotFound
+from runs.engine.plan import plan_for
 from runs.models import Run, RunEvent, StepRun, new_run_id
 from runs.status import RunStatus, Trigger
 from workflows.definitions import unstorable, validate_input
@@ -78,7 +79,7 @@ def run_start(
     """Start one run; returns (run, created). The same idempotency_key returns the first run."""
     workflow = workflow_get(workflow)
     if idempotency_key:
-        existing = Run.objects.filter(idempotency_key=idempotency_key).first()
+        existing = run_with_key(idempotency_key)
         if existing is not None:
             return _same_workflow(existing, workflow, idempotency_key), False
     value = check_input(workflow, input)
@@ -93,20 +94,40 @@ def run_start(
     scheduled = start_at is not None and start_at > timezone.now()
     run = _new_run(workflow, value, params, trigger, user, start_at, logical_date, idempotency_key)
     try:
-        with transaction.atomic():
-            if workflow.definition.get("max_active_runs"):
-                # Serialise starts of this workflow so its active runs are counted right.
-                workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
-            ready = transitions.admit_new_run(workflow, run, scheduled=scheduled)
-            transaction.on_commit(lambda: enqueue_steps(ready))
+        if _start_needs_transaction(workflow, run):
+            with transaction.atomic():
+                if workflow.definition.get("max_active_runs"):
+                    # Serialise starts of this workflow so its active runs count right.
+                    workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+                ready = transitions.admit_new_run(workflow, run, scheduled=scheduled)
+                transaction.on_commit(lambda: enqueue_steps(ready))
+        else:
+            enqueue_steps(transitions.admit_new_run(workflow, run, scheduled=scheduled))
     except IntegrityError:
-        existing = (
-            Run.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
-        )
+        existing = run_with_key(idempotency_key) if idempotency_key else None
         if existing is None:
             raise
         return _same_workflow(existing, workflow, idempotency_key), False
     return run, True
+
+
+def run_with_key(idempotency_key: str) -> Run | None:
+    return Run.objects.filter(idempotency_key=idempotency_key).first()
+
+
+def _start_needs_transaction(workflow, run: Run) -> bool:
+    """Whether admitting a new run takes more than its one INSERT round trip to be
+    atomic. On PostgreSQL, with no `max_active_runs` to serialise and no approval gate at
+    the root, admission is a count of active runs (read without a lock even inside a
+    transaction, so the global cap is the same soft limit either way) and one execute of
+    the run's INSERTs, a transaction of its own: BEGIN and COMMIT would be two more round
+    trips. SQLite's IMMEDIATE transaction is what makes its count exact."""
+    return (
+        connection.vendor != "postgresql"
+        or connection.in_atomic_block
+        or bool(workflow.definition.get("max_active_runs"))
+        or not plan_for(run).starts_fresh
+    )
 
 
 def _same_workflow(run: Run, workflow: Workflow, key: str) -> Run:

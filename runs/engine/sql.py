@@ -325,26 +325,38 @@ _STEP_NAMES = [name for name in _columns(StepRun) if name != "id"]
 
 
 def insert_run(run: Run, steps: list[StepRun], events: list[tuple]) -> None:
-    """Insert a new run with its step rows and events; the steps get their ids. On
-    PostgreSQL one round trip (the steps' INSERT last, for its RETURNING)."""
+    """Insert a new run with its step rows (if any) and events; the steps get their ids.
+    On PostgreSQL one round trip (the steps' INSERT last, for its RETURNING), which is a
+    transaction of its own when none is open."""
     statements = insert_statements(Run, list(_RUN_FIELDS), [_values(run, _RUN_FIELDS)])
     statements += insert_statements(RunEvent, EVENT_NAMES, events)
     step_rows = [_values(step, _STEP_NAMES) for step in steps]
-    into, params = insert_statements(StepRun, _STEP_NAMES, step_rows)[-1]
+    for into, params in insert_statements(StepRun, _STEP_NAMES, step_rows):
+        statements.append((into + " RETURNING id", params))
+    ids = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(*_joined([*statements, (into + " RETURNING id", params)]))
-            while cursor.nextset():
-                pass
+            cursor.execute(*_joined(statements))
+            ids = _returned_ids(cursor)
         else:
             for statement, values in statements:
                 cursor.execute(statement, values)
-            cursor.execute(into + " RETURNING id", params)
-        ids = [row[0] for row in cursor.fetchall()]
+                if statement.endswith(" RETURNING id"):
+                    ids += [row[0] for row in cursor.fetchall()]
     for step, pk in zip(steps, ids, strict=True):
         step.pk = pk
     for row in (run, *steps):  # saved: a later save() is an UPDATE, not an INSERT
         row._state.adding, row._state.db = False, connection.alias
+
+
+def _returned_ids(cursor) -> list:
+    """The ids of every RETURNING result of a multi-statement execute."""
+    ids = []
+    while True:
+        if cursor.description is not None:
+            ids += [row[0] for row in cursor.fetchall()]
+        if not cursor.nextset():
+            return ids
 
 
 def _values(instance, names) -> tuple:

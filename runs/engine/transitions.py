@@ -94,7 +94,7 @@ def admit_new_run(workflow: Workflow, run: Run, *, scheduled: bool = False) -> R
     """Insert a new run (built, not saved) in its first state: running with its root
     steps queued when a slot is free, else queued, skipped or replacing the oldest run,
     per `overlap`. With `max_active_runs` the caller holds the workflow row lock."""
-    now = timezone.now()
+    now = run.created_at = timezone.now()
     if scheduled:
         return _insert_waiting(run, RunStatus.SCHEDULED)
     workflow_free, global_free = free_slots(workflow)
@@ -114,7 +114,6 @@ def admit_new_run(workflow: Workflow, run: Run, *, scheduled: bool = False) -> R
         _insert_waiting(run, RunStatus.PENDING)
         return start_run(run.pk)
     rows, events = _begin_fresh(run, plan, now)
-    run.created_at = now
     sql.insert_run(run, rows, [_event_row(event) for event in events])
     return [(row.pk, run.pk) for row in rows if row.status == StepStatus.QUEUED]
 
@@ -125,10 +124,8 @@ def _event_row(event: RunEvent) -> tuple:
 
 def _insert_waiting(run: Run, status: str, **data) -> Ready:
     run.status, run.event_seq = status, 1
-    run.save(force_insert=True)
-    RunEvent.objects.create(
-        run=run, seq=1, type="run.status", status=status, data={"trigger": run.trigger, **data}
-    )
+    event = (run.pk, 1, "run.status", "", status, {"trigger": run.trigger, **data}, run.created_at)
+    sql.insert_run(run, [], [event])
     return []
 
 

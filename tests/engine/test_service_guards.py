@@ -4,7 +4,7 @@ import pytest
 
 from runs import services
 from runs.engine.errors import Conflict, InvalidInput
-from runs.models import Run
+from runs.models import Run, RunEvent, StepRun
 
 pytestmark = pytest.mark.django_db
 
@@ -38,6 +38,27 @@ def test_an_idempotency_key_belongs_to_one_workflow(workflow):
         services.run_start(workflow="other", idempotency_key="k-1")
     assert conflict.value.code == "idempotency_key_reused"
     assert Run.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_taken_by_a_racing_start_answers_with_the_first_run(workflow, monkeypatch):
+    """Two starts with one key at once: both miss the look-up, the second one's INSERT
+    fails on the unique key (outside any transaction on PostgreSQL), and it answers with
+    the first run, having stored nothing of its own."""
+    first, _ = services.run_start(workflow="guarded", idempotency_key="k-race")
+    looked_up, real = [], services.run_with_key
+
+    def missing_at_first(key):
+        looked_up.append(key)
+        return real(key) if len(looked_up) > 1 else None
+
+    monkeypatch.setattr(services, "run_with_key", missing_at_first)
+    again, created = services.run_start(workflow="guarded", idempotency_key="k-race")
+    assert (again.pk, created) == (first.pk, False)
+    assert looked_up == ["k-race", "k-race"]
+    assert Run.objects.count() == 1
+    assert RunEvent.objects.exclude(run_id=first.pk).count() == 0
+    assert StepRun.objects.exclude(run_id=first.pk).count() == 0
 
 
 def test_ticker_admits_each_workflow_once_per_tick(workflow, monkeypatch):
