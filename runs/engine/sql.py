@@ -74,10 +74,19 @@ def _from_row(model, row) -> models.Model:
     return model.from_db(connection.alias, list(_columns(model)), values)
 
 
+# The runs of the oldest due queued steps, found from the steps' side (the partial index
+# of queued steps holds only those), then each run by its key. The plain join of the two
+# tables was planned from statistics that lag behind a burst of new runs (a table
+# analyzed when no run was active "has" one active run): it became a nested loop over
+# every queued step for every active run, 320 ms per claim at 850 queued steps. `IS TRUE`
+# keeps the planner off the status index, which the same statistics make look cheaper
+# than the key.
 _NEXT_DUE_RUN = (
-    "SELECT {columns} FROM {runs} r JOIN {steps} s ON s.run_id = r.id "
-    "WHERE s.status = 'queued' AND (s.not_before IS NULL OR s.not_before <= %s) "
-    "AND r.status IN ('running', 'waiting') ORDER BY s.id LIMIT 1"
+    "WITH due AS (SELECT run_id, MIN(id) AS first_step FROM {steps} "
+    "WHERE status = 'queued' AND (not_before IS NULL OR not_before <= %s) "
+    "GROUP BY run_id ORDER BY first_step LIMIT 16) "
+    "SELECT {columns} FROM due JOIN {runs} r ON r.id = due.run_id "
+    "WHERE (r.status IN ('running', 'waiting')) IS TRUE ORDER BY due.first_step LIMIT 1"
 ).format(
     columns=", ".join(f"r.{f.column}" for f in _RUN_FIELDS.values()),
     runs=Run._meta.db_table,
