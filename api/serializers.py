@@ -137,8 +137,8 @@ def run_rows(rows) -> list[dict]:
     def when(value):  # DateTimeField.to_representation: current zone, ISO 8601, Z for UTC
         if not value:
             return None
-        if value.tzinfo is UTC and in_utc:  # as the database hands them out: "…+00:00"
-            return value.isoformat()[:-6] + "Z"
+        if value.tzinfo is UTC and in_utc:  # as the database hands them out
+            return value  # the renderers write it as to_representation would ("…Z")
         text = value.astimezone(zone).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
 
