@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import secrets
 import shutil
 import signal
@@ -264,18 +265,19 @@ def _with_server(bench: Bench) -> None:
         if "memory" in bench.options.shapes:
             bench.results["memory"] = idle_memory(server, port)
         if "api" in bench.options.shapes:
-            bench.results["api"] = _api(bench, port)
+            bench.results["api"] = _api(bench, port, server)
     finally:
         server.stop()
         cancel_open_runs()
 
 
-def _api(bench: Bench, port: int) -> dict:
+def _api(bench: Bench, port: int, server: "Child") -> dict:
     if not api_available():
         return {"available": False, "reason": "/api/v1/runs is not routed in api/urls.py"}
     token = _api_token()
-    shape_api(bench, port, token, seconds=1.0)  # warm: imports and connections in every web worker
-    figures = bench.repeat("api", shape_api, port, token)
+    # warm: imports and connections in every web worker
+    shape_api(bench, port, token, server, seconds=1.0)
+    figures = bench.repeat("api", shape_api, port, token, server)
     return {"available": True, "seeded_runs": bench.results["api_seed"]["runs"], **figures}
 
 
@@ -370,14 +372,15 @@ def _admission_timer():
         yield spent
 
 
-def shape_api(bench: Bench, port: int, token: str, seconds: float | None = None) -> dict:
+def shape_api(bench: Bench, port: int, token: str, server, seconds: float | None = None) -> dict:
     """4 clients for a few seconds on the filtered first page of GET /runs, then on POST
-    /runs (one-step runs, which the server's own workers run meanwhile)."""
+    /runs (one-step runs, which the server's own workers run meanwhile), with the CPU
+    each part of the system spent per request."""
     seconds = seconds or max(1.0, 5.0 * min(bench.options.scale, 1.0))
     path = f"/api/v1/runs?status=failed&workflow={bench.workflows['list'].name}"
     body = json.dumps({"workflow": bench.workflows["single"].name, "input": {}})
-    listing = http_load(port, token, "GET", path, None, seconds)
-    posting = http_load(port, token, "POST", "/api/v1/runs", body, seconds)
+    listing = http_load(port, token, "GET", path, None, seconds, server)
+    posting = http_load(port, token, "POST", "/api/v1/runs", body, seconds, server)
     # The server's workers run what was posted; let them finish before the next repeat.
     wait_for(list(Run.objects.exclude(status__in=RUN_TERMINAL).values_list("pk", flat=True)))
     return {
@@ -723,11 +726,13 @@ def _api_token() -> str:
     return ApiToken.issue(user=user, scopes=["read", "run", "admin"], name="bench")[1]
 
 
-def http_load(port, token, method, path, body, seconds, clients=4) -> dict:
+def http_load(port, token, method, path, body, seconds, server, clients=4) -> dict:
     """`clients` processes, each one keep-alive connection sending requests back to back."""
     connections.close_all()  # the forked clients never touch the database
+    before = cpu_seconds(server)
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         parts = pool.starmap(_client, [(port, token, method, path, body, seconds)] * clients)
+    spent = {part: cpu - before.get(part, 0.0) for part, cpu in cpu_seconds(server).items()}
     latencies = [ms for part in parts for ms in part["latencies"]]
     elapsed = max(part["elapsed"] for part in parts)
     errors = [error for part in parts for error in part["errors"]]
@@ -740,7 +745,52 @@ def http_load(port, token, method, path, body, seconds, clients=4) -> dict:
         "p95_ms": percentile(latencies, 95),
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
+        "cpu_ms_per_request": {
+            part: round(cpu * 1000 / len(latencies), 3) for part, cpu in sorted(spent.items())
+        },
     }
+
+
+def cpu_seconds(server) -> dict[str, float]:
+    """CPU seconds spent so far by each part: the server's web workers and its worker
+    cluster, the database server's backends for the bench database (PostgreSQL), Redis,
+    and the HTTP clients (this process's reaped children)."""
+    database = connection.settings_dict["NAME"] if connection.vendor == "postgresql" else None
+    spent: dict[str, float] = {}
+
+    def add(part: str | None, pid: int) -> None:
+        if part:
+            spent[part] = spent.get(part, 0.0) + _cpu_of(pid)
+
+    for pid in server.pids():
+        command = _command_line(pid)
+        add("web" if "gunicorn" in command else "workers" if " worker" in command else None, pid)
+    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+        command = _command_line(pid)
+        if database and command.startswith("postgres:") and f" {database} " in command:
+            add("database", pid)
+        elif command.startswith("redis-server"):
+            add("redis", pid)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent["clients"] = children.ru_utime + children.ru_stime
+    return spent
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _client(port, token, method, path, body, seconds) -> dict:
