@@ -66,34 +66,51 @@ def test_a_burst_gets_at_most_fanout_tasks_and_the_ticker_hands_out_the_rest(
     assert ticker.enqueue_due_queued() == 0, "each step is handed out once"
 
 
+def claim_next_while_held(held_runs: list[Run]) -> list[StepRun]:
+    """step_claim_next while another connection holds the row locks of `held_runs`."""
+    held, release = threading.Event(), threading.Event()
+
+    def other_workers():
+        try:
+            with transaction.atomic():
+                list(Run.objects.select_for_update().filter(pk__in=[r.pk for r in held_runs]))
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=other_workers)
+    holder.start()
+    try:
+        assert held.wait(10)
+        return transitions.step_claim_next("free-worker")
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_a_free_worker_passes_over_a_run_another_worker_holds(make_workflow, tasks):
     if connection.vendor != "postgresql":
         pytest.skip("SQLite has one writer at a time: no run is held while another is taken")
     make_workflow(ONE_STEP)
     held_run = services.run_start(workflow="d-one")[0]
     free_run = services.run_start(workflow="d-one")[0]
-    held, release = threading.Event(), threading.Event()
 
-    def other_worker():
-        try:
-            with transaction.atomic():
-                Run.objects.select_for_update().get(pk=held_run.pk)
-                held.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=other_worker)
-    holder.start()
-    try:
-        assert held.wait(10)
-        claimed = transitions.step_claim_next("free-worker")
-    finally:
-        release.set()
-        holder.join()
+    claimed = claim_next_while_held([held_run])
 
     assert [step.run_id for step in claimed] == [free_run.pk], "the held run is skipped"
     assert transitions.step_claim_next("free-worker")[0].run_id == held_run.pk
+
+
+def test_a_free_worker_finds_a_free_run_behind_many_held_ones(make_workflow, tasks):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no run is held while another is taken")
+    make_workflow(ONE_STEP)
+    runs = [services.run_start(workflow="d-one")[0] for _ in range(40)]
+
+    claimed = claim_next_while_held(runs[:39])
+
+    assert [step.run_id for step in claimed] == [runs[39].pk]
 
 
 def test_a_step_whose_task_was_lost_is_handed_out_again_once(make_workflow, tasks, settings):
