@@ -125,21 +125,3 @@ def test_a_step_whose_task_was_lost_is_handed_out_again_once(make_workflow, task
     assert tasks == [(step.pk, run.pk)]
     assert ticker.requeue_stale() == 0, "a second ticker finds it handed out already"
     assert worker.execute_step(*tasks[0]) == 1
-
-
-def test_the_step_table_is_vacuumed_by_a_fixed_amount_of_change():
-    """Queue-table settings (migration 0005): autovacuum does not wait for a fifth of a
-    large step table to be dead row versions."""
-    if connection.vendor != "postgresql":
-        pytest.skip("autovacuum settings are PostgreSQL's")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT relname, reloptions FROM pg_class WHERE relname IN (%s, %s)",
-            [StepRun._meta.db_table, Run._meta.db_table],
-        )
-        options = {name: set(values or []) for name, values in cursor.fetchall()}
-    assert {
-        "autovacuum_vacuum_scale_factor=0",
-        "autovacuum_vacuum_threshold=5000",
-    } <= options[StepRun._meta.db_table]
-    assert "autovacuum_analyze_threshold=5000" in options[Run._meta.db_table]
