@@ -639,11 +639,18 @@ def memory_of(pids: list[int], detail: bool = False) -> dict:
     return memory
 
 
-def _command(pid: int) -> str:
+def _argv(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            argv = cmdline.read().decode(errors="replace").split("\0")
+            return cmdline.read().decode(errors="replace").split("\0")
     except OSError:
+        return None
+
+
+def _command(pid: int) -> str:
+    """A short name for a process, for the memory table."""
+    argv = _argv(pid)
+    if argv is None:
         return "?"
     return " ".join(os.path.basename(arg) if "/" in arg else arg for arg in argv[:5])[:80]
 
@@ -777,11 +784,7 @@ def cpu_seconds(server) -> dict[str, float]:
 
 
 def _command_line(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    return " ".join(_argv(pid) or [])
 
 
 def _cpu_of(pid: int) -> float:

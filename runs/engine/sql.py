@@ -346,18 +346,21 @@ def insert_run(run: Run, steps: list[StepRun], events: list[tuple]) -> None:
     statements = insert_statements(Run, list(_RUN_FIELDS), [_values(run, _RUN_FIELDS)])
     statements += insert_statements(RunEvent, EVENT_NAMES, events)
     step_rows = [_values(step, _STEP_NAMES) for step in steps]
-    for into, params in insert_statements(StepRun, _STEP_NAMES, step_rows):
-        statements.append((into + " RETURNING id", params))
+    returning = [
+        (into + " RETURNING id", params)
+        for into, params in insert_statements(StepRun, _STEP_NAMES, step_rows)
+    ]
     ids = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(*_joined(statements))
+            cursor.execute(*_joined([*statements, *returning]))
             ids = _returned_ids(cursor)
         else:
             for statement, values in statements:
                 cursor.execute(statement, values)
-                if statement.endswith(" RETURNING id"):
-                    ids += [row[0] for row in cursor.fetchall()]
+            for statement, values in returning:
+                cursor.execute(statement, values)
+                ids += [row[0] for row in cursor.fetchall()]
     for step, pk in zip(steps, ids, strict=True):
         step.pk = pk
     for row in (run, *steps):  # saved: a later save() is an UPDATE, not an INSERT
