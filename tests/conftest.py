@@ -60,6 +60,8 @@ def _die_with_parent() -> None:
 class WorkerProcess:
     """A `trellis worker` subprocess; `kill_step_worker` SIGKILLs the child running a step."""
 
+    started: list["WorkerProcess"] = []  # every one this session, for `no_background_worker`
+
     def __init__(self, extra_env: dict | None = None):
         self.env = {
             **os.environ,
@@ -81,6 +83,8 @@ class WorkerProcess:
             text=True,
             preexec_fn=_die_with_parent,
         )
+        if self not in WorkerProcess.started:
+            WorkerProcess.started.append(self)
         line = self.proc.stdout.readline()  # printed once the cluster is up
         if "trellis worker" not in line:
             raise RuntimeError(f"worker did not start: {line}{self.proc.stdout.read()}")
@@ -166,6 +170,14 @@ def engine(worker, transactional_db):
     if worker.proc.poll() is not None:  # a test may have killed it
         worker.start()
     return worker
+
+
+@pytest.fixture
+def no_background_worker():
+    """No `trellis worker` of this session runs during the test, so no ticker but the
+    test's own hands out steps. `engine` starts the session worker again for a later test."""
+    for process in WorkerProcess.started:
+        process.stop()
 
 
 @pytest.fixture

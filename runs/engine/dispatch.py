@@ -34,5 +34,10 @@ def enqueue_steps(steps: list[tuple[int, str]], *, capped: bool = True) -> None:
         sql.update(StepRun, {"enqueued_at": None}, where, rest)
 
 
+def pending_tasks() -> int:
+    """Tasks waiting in the broker, not yet taken by a worker."""
+    return broker().queue_size()
+
+
 def enqueue_admission(workflow_id: int) -> None:
     async_task("runs.tasks.admit_waiting", workflow_id, broker=broker())

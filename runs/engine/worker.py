@@ -26,8 +26,10 @@ def execute_step(step_run_id: int | None, run_id: str) -> int:
     worker = worker_name()
     executed = drain(transitions.step_claim(run_id, worker, step_run_id), worker)
     # Then the queued steps of other runs: a burst of ready steps gets only a few broker
-    # tasks (dispatch.enqueue_steps), and a worker that is free now needs no broker hop.
-    while executed and (batch := transitions.step_claim_next(worker)):
+    # tasks (dispatch.enqueue_steps, the ticker), and a worker that is free now needs no
+    # broker hop. Also when this task's own step was already taken: the task is the hint
+    # that there is work, whichever step it names.
+    while batch := transitions.step_claim_next(worker):
         executed += drain(batch, worker)
     return executed
 

@@ -23,10 +23,12 @@ steps:
 
 
 @pytest.fixture
-def tasks(monkeypatch):
-    """The broker tasks sent, as (step_run_id, run_id); nothing reaches a real broker."""
+def tasks(monkeypatch, no_background_worker):
+    """The broker tasks sent, as (step_run_id, run_id); nothing reaches a real broker.
+    Those still in the list are the broker's pending tasks: clear it to take them."""
     sent = []
     monkeypatch.setattr(dispatch, "async_task", lambda name, *args, **kw: sent.append(args))
+    monkeypatch.setattr(dispatch, "pending_tasks", lambda: len(sent))
     return sent
 
 
@@ -59,11 +61,27 @@ def test_a_burst_gets_at_most_fanout_tasks_and_the_ticker_hands_out_the_rest(
     left = set(steps.filter(enqueued_at__isnull=True).values_list("pk", "run_id"))
     assert len(left) == 3, "the rest is not handed out"
 
+    assert ticker.enqueue_due_queued() == 0, "two tasks are still waiting in the broker"
+    tasks.clear()  # the workers took them
+    assert ticker.enqueue_due_queued() == 2, "no more than FANOUT_TASKS waiting at once"
+    handed = set(tasks)
     tasks.clear()
-    assert ticker.enqueue_due_queued() == 3
-    assert set(tasks) == left
+    assert ticker.enqueue_due_queued() == 1
+    assert handed | set(tasks) == left
     assert not steps.filter(enqueued_at__isnull=True).exists()
+    tasks.clear()
     assert ticker.enqueue_due_queued() == 0, "each step is handed out once"
+
+
+def test_a_task_whose_step_was_taken_goes_on_with_another_runs_step(make_workflow, tasks):
+    make_workflow(ONE_STEP)
+    taken = services.run_start(workflow="d-one")[0]
+    other = services.run_start(workflow="d-one")[0]
+    assert transitions.step_claim(taken.pk, "another-worker"), "another worker took it"
+
+    assert worker.execute_step(*tasks[0]) == 1, "the task is a hint that there is work"
+    assert Run.objects.get(pk=other.pk).status == "succeeded"
+    assert StepRun.objects.get(run=taken).status == "running", "left to its worker"
 
 
 def claim_next_while_held(held_runs: list[Run]) -> list[StepRun]:
