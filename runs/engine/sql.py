@@ -221,10 +221,13 @@ def execute_all(statements: list[tuple[str, list]], *, commit: bool = False) -> 
             cursor.execute(statement, params)
 
 
-def _joined(statements: list[tuple[str, list]]) -> tuple[str, list]:
-    """Several statements as one, for one PostgreSQL `execute`."""
-    text = ";\n".join(statement for statement, _ in statements)
-    return text, [value for _, values in statements for value in values]
+def _joined(statements: list[tuple[str, list]]) -> tuple[str, None]:
+    """Several statements as one, for one PostgreSQL `execute`. Each is bound on its own:
+    psycopg keeps the parsed form of short statements, and would parse the joined text
+    afresh on every call."""
+    with connection.cursor() as cursor:
+        bind = cursor.cursor.mogrify
+        return ";\n".join(bind(statement, params) for statement, params in statements), None
 
 
 def in_list(values) -> str:
