@@ -6,7 +6,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
 
-# `trellis serve` runs gunicorn with --preload: this module is imported once, in the master,
+# `trellis serve` runs uWSGI, which imports this module once, in its master process,
 # and the web workers are forked from it. Import now what the first request would (the
 # URLconf with every view and serializer) and keep the collector off those objects, so
 # the workers share these pages instead of each building its own copy.

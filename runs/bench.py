@@ -681,7 +681,7 @@ class MemorySampler:
 
 
 def idle_memory(server: Child, port: int) -> dict:
-    """`trellis serve` (gunicorn web workers + a cluster) after a few requests, then idle."""
+    """`trellis serve` (uWSGI web workers + a cluster) after a few requests, then idle."""
     for _ in range(20):
         _get(port, "/api/v1/health")
     time.sleep(3)
@@ -771,7 +771,7 @@ def cpu_seconds(server) -> dict[str, float]:
 
     for pid in server.pids():
         command = _command_line(pid)
-        add("web" if "gunicorn" in command else "workers" if " worker" in command else None, pid)
+        add("web" if "uwsgi" in command else "workers" if " worker" in command else None, pid)
     for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
         command = _command_line(pid)
         if database and command.startswith("postgres:") and f" {database} " in command:

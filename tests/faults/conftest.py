@@ -49,7 +49,7 @@ def clusters(request, transactional_db):
 
 
 class WebServer:
-    """`trellis serve --no-worker` (gunicorn, as `trellis serve` runs it) on the test
+    """`trellis serve --no-worker` (uWSGI, as `trellis serve` runs it) on the test
     database, with an API token of scopes read and run."""
 
     def __init__(self, env: dict, token: str):

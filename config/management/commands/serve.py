@@ -1,8 +1,8 @@
 """trellis serve: the web server and the workers (with ticker and scheduler), one command.
 
-HTTP is served by gunicorn (WSGI): on this stack a request costs ~0.5 ms through WSGI
+HTTP is served by uWSGI (WSGI): on this stack a request costs ~0.5 ms through WSGI
 against 4-6 ms through ASGI with the default middleware. The command checks its
-arguments, then becomes `config.supervise`, a plain-Python parent of gunicorn and
+arguments, then becomes `config.supervise`, a plain-Python parent of uWSGI and
 `trellis worker` that stops both on Ctrl+C or SIGTERM.
 """
 
