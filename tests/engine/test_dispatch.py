@@ -79,9 +79,15 @@ def test_a_task_whose_step_was_taken_goes_on_with_another_runs_step(make_workflo
     other = services.run_start(workflow="d-one")[0]
     assert transitions.step_claim(taken.pk, "another-worker"), "another worker took it"
 
-    assert worker.execute_step(*tasks[0]) == 1, "the task is a hint that there is work"
-    assert Run.objects.get(pk=other.pk).status == "succeeded"
+    executed = worker.execute_step(*tasks[0])
+
     assert StepRun.objects.get(run=taken).status == "running", "left to its worker"
+    if connection.vendor == "postgresql":
+        assert executed == 1, "the task is the hint that there is work"
+        assert Run.objects.get(pk=other.pk).status == "succeeded"
+    else:  # every look for work takes SQLite's write lock; the other worker is looking
+        assert executed == 0
+        assert Run.objects.get(pk=other.pk).status == "running"
 
 
 def claim_next_while_held(held_runs: list[Run]) -> list[StepRun]:
