@@ -77,10 +77,11 @@ def _hand_out(waiting: Q, guard: str, guard_params: list) -> int:
 
 def _task_room() -> int:
     """How many more tasks are worth handing out: up to TRELLIS_FANOUT_TASKS waiting in
-    the broker. Every task, once its own step is done or taken, goes on with any run's
-    queued steps (worker.execute_step), so a few waiting tasks reach every queued step;
-    a task per step would mostly find its step taken by then (a tick after a burst of
-    1,000 runs, 500 such tasks made the `runs` bench 2.5 times slower)."""
+    the broker. A task that has run its step goes on with any run's queued steps (on
+    PostgreSQL also one whose step was taken: worker.execute_step), so a few waiting
+    tasks reach every queued step; a task per step would mostly find its step taken by
+    then (a tick after a burst of 1,000 runs, 500 such tasks made the `runs` bench 2.5
+    times slower)."""
     return min(settings.TRELLIS["FANOUT_TASKS"] - dispatch.pending_tasks(), BATCH)
 
 
