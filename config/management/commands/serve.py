@@ -18,13 +18,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("TRELLIS_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("TRELLIS_PORT", "8000")))
+        parser.add_argument("--port", type=int, help="default: $TRELLIS_PORT or 8000")
         parser.add_argument(
-            "--web-workers", type=int, default=int(os.environ.get("TRELLIS_WEB_WORKERS", "2"))
+            "--web-workers",
+            type=int,
+            help="web worker processes (default: $TRELLIS_WEB_WORKERS or 2)",
         )
         parser.add_argument("--no-worker", action="store_true", help="web server only")
 
     def handle(self, host, port, web_workers, no_worker, **options):
+        port = port if port is not None else _env_int("TRELLIS_PORT", 8000)
+        web_workers = web_workers if web_workers is not None else _env_int("TRELLIS_WEB_WORKERS", 2)
         if not 0 < port < 65536:
             raise CommandError(f"--port {port} is not a TCP port")
         if web_workers < 1:
@@ -35,3 +39,13 @@ class Command(BaseCommand):
         self.stdout.flush()
         args = [host, str(port), str(web_workers), "0" if no_worker else "1"]
         os.execv(sys.executable, [sys.executable, "-m", "config.supervise", *args])
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise CommandError(f"{name}={raw[:40]!r} is not a whole number") from None
