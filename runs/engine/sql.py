@@ -211,23 +211,22 @@ def execute_all(statements: list[tuple[str, list]], *, commit: bool = False) -> 
     `execute`), with the transaction's COMMIT when `commit` (psycopg then sees the
     transaction ended, and Django's own commit sends nothing). SQLite runs in-process,
     where a round trip costs nothing, and commits as usual."""
-    if connection.vendor == "postgresql":
-        if commit:
-            statements = [*statements, ("COMMIT", [])]
-        if len(statements) > 1:
-            statements = [_joined(statements)]
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            if commit:
+                statements = [*statements, ("COMMIT", [])]
+            if len(statements) > 1:
+                statements = [_joined(cursor, statements)]
         for statement, params in statements:
             cursor.execute(statement, params)
 
 
-def _joined(statements: list[tuple[str, list]]) -> tuple[str, None]:
-    """Several statements as one, for one PostgreSQL `execute`. Each is bound on its own:
-    psycopg keeps the parsed form of short statements, and would parse the joined text
-    afresh on every call."""
-    with connection.cursor() as cursor:
-        bind = cursor.cursor.mogrify
-        return ";\n".join(bind(statement, params) for statement, params in statements), None
+def _joined(cursor, statements: list[tuple[str, list]]) -> tuple[str, None]:
+    """Several statements as one, for one PostgreSQL `execute` on `cursor`. Each is bound
+    on its own: psycopg keeps the parsed form of short statements, and would parse the
+    joined text afresh on every call."""
+    bind = cursor.cursor.mogrify
+    return ";\n".join(bind(statement, params) for statement, params in statements), None
 
 
 def in_list(values) -> str:
@@ -356,7 +355,7 @@ def insert_run(run: Run, steps: list[StepRun], events: list[tuple]) -> None:
     ids = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(*_joined([*statements, *returning]))
+            cursor.execute(*_joined(cursor, [*statements, *returning]))
             ids = _returned_ids(cursor)
         else:
             for statement, values in statements:
