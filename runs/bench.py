@@ -170,14 +170,19 @@ class Bench:
     options: Options
     workflows: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
+    references: list[float] = field(default_factory=list)  # every speed_reference_ms
 
     def env(self, **extra) -> dict:
         return {**os.environ, "TRELLIS_WORKERS": str(self.options.workers), **extra}
 
     def repeat(self, name: str, shape, *args) -> dict:
+        """The median of `repeat` runs of the shape, each with the machine's speed
+        reference taken just before it (`speed_reference_ms`)."""
         figures = []
         for number in range(1, self.options.repeat + 1):
-            figures.append(shape(self, *args))
+            reference = speed_reference_ms()
+            figures.append({**shape(self, *args), "speed_reference_ms": reference})
+            self.references.append(reference)
             log(f"{name} {number}/{self.options.repeat}: {_brief(figures[-1])}")
         return median_of(figures)
 
@@ -495,6 +500,20 @@ def cancel_open_runs() -> None:
         status=StepStatus.CANCELLED, finished_at=now, lease_expires_at=None
     )
     open_runs.update(status=RunStatus.CANCELLED, finished_at=now, reason="cancelled")
+
+
+def speed_reference_ms(tries: int = 3) -> float:
+    """How fast this machine runs Python right now: the best of `tries` timings of a fixed
+    CPU-bound piece of work (about 10 ms on the machine the targets are set for), taken
+    before each repeat. On a shared virtual machine the same code's figures can drift by
+    half within an hour; a reference that drifted too tells the machine from the code."""
+    best = math.inf
+    for _ in range(tries):
+        started = time.process_time()
+        table = {str(number): number for number in range(20_000)}
+        json.loads(json.dumps(table))
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 2)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -940,9 +959,16 @@ def report(bench: Bench) -> dict:
         "python": platform.python_version(),
         "repeat": bench.options.repeat,
         "scale": bench.options.scale,
+        "speed_reference_ms": _spread(bench.references),
         "results": results,
         "targets": [_target_row(results, *target) for target in TARGETS],
     }
+
+
+def _spread(values: list[float]) -> dict:
+    if not values:
+        return {}
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def _lookup(results: dict, path: str):
@@ -978,6 +1004,12 @@ def render(result: dict) -> str:
         mark = "" if "met" not in row else ("  ok" if row["met"] else "  MISSED")
         lines.append(f"{row['what']:44} {row['target']:>10} {shown:>12} {ratio:>7}{mark}")
     lines += ["", "ratio >= 1 meets the target"]
+    if reference := result.get("speed_reference_ms"):
+        lines.append(
+            f"speed reference (a fixed piece of Python work, lower is faster): median "
+            f"{reference['median']:.1f} ms, {reference['min']:.1f}-{reference['max']:.1f} "
+            "across the repeats; compare runs only where these are close"
+        )
     load = result["results"]["load_average"]
     if load["before"] > 0.5:
         lines.append(f"note: the machine was busy (load average {load['before']:.2f}) at the start")

@@ -26,6 +26,10 @@ def test_bench_chain_json_on_sqlite():
     chain = result["results"]["chain"]
     assert chain["steps"] == 5
     assert chain["seconds"] > 0 and chain["per_step_ms"] > 0
+    # each repeat carries the machine's speed reference taken just before it
+    assert chain["speed_reference_ms"] > 0
+    reference = result["speed_reference_ms"]
+    assert 0 < reference["min"] <= reference["median"] <= reference["max"]
     assert result["results"]["worker_memory"]["processes"] >= 3
     rows = {row["figure"]: row for row in result["targets"]}
     assert set(rows["chain.per_step_ms"]) >= {"target", "value", "ratio", "met"}
