@@ -305,6 +305,7 @@ class AttemptSerializer(serializers.Serializer):
 
 
 class DecisionSerializer(serializers.Serializer):
+    attempt = serializers.IntegerField(help_text="the step's attempt the decision was made in")
     user = serializers.CharField()
     decision = serializers.ChoiceField(choices=["approved", "rejected"])
     comment = serializers.CharField(allow_blank=True)

@@ -382,7 +382,7 @@ class StepAttemptInline(ReadOnlyInline):
 
 class ApprovalInline(ReadOnlyInline):
     model = Approval
-    fields = ("user", "decision", "comment", "created_at")
+    fields = ("attempt", "user", "decision", "comment", "created_at")
     readonly_fields = fields
     verbose_name_plural = "decisions"
 
@@ -527,13 +527,21 @@ class StepRunAdmin(StatusColumns, ReadOnlyAdmin):
 
 @admin.register(Approval)
 class ApprovalAdmin(ReadOnlyAdmin):
-    list_display = ("step_shown", "run_shown", "user", "decision", "comment", "created_at")
+    list_display = (
+        "step_shown",
+        "run_shown",
+        "attempt",
+        "user",
+        "decision",
+        "comment",
+        "created_at",
+    )
     list_filter = ("decision",)
     list_select_related = ("step_run", "user")
     search_fields = ("user__username",)  # see get_search_results
     search_help_text = "A run id (or its first characters) or a user name"
     ordering = ("-created_at",)
-    fields = ("step_shown", "run_shown", "user", "decision", "comment", "created_at")
+    fields = ("step_shown", "run_shown", "attempt", "user", "decision", "comment", "created_at")
     readonly_fields = fields
 
     def get_search_results(self, request, queryset, search_term):

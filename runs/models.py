@@ -250,6 +250,9 @@ class Approval(models.Model):
         related_name="approvals",
         db_index=False,  # led by a unique constraint's or an index's first column
     )
+    # The step's attempt this decision was made in: a resumed or rerun run asks again, and
+    # the earlier rounds' decisions are kept as history.
+    attempt = models.PositiveIntegerField(default=1)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     decision = models.CharField(max_length=10, choices=Decision.choices)
     comment = models.TextField(blank=True)
@@ -258,7 +261,9 @@ class Approval(models.Model):
     class Meta:
         ordering = ["step_run", "created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["step_run", "user"], name="uniq_decision_per_user")
+            models.UniqueConstraint(
+                fields=["step_run", "attempt", "user"], name="uniq_decision_per_user_attempt"
+            )
         ]
 
     def __str__(self) -> str:

@@ -274,6 +274,7 @@ def _attempt_row(attempt: StepAttempt) -> dict:
 
 def _decision_row(approval: Approval) -> dict:
     return {
+        "attempt": approval.attempt,
         "user": approval.user.get_username(),
         "decision": approval.decision,
         "comment": approval.comment,
@@ -545,7 +546,8 @@ def approvals_inbox() -> QuerySet:
 
 def approval_row(step: StepRun) -> dict:
     spec = next((s for s in step.run.version.definition["steps"] if s["id"] == step.step_id), {})
-    decisions = [_decision_row(a) for a in step.approvals.all()]
+    # Only this round's decisions count; earlier rounds are in the step's history.
+    decisions = [_decision_row(a) for a in step.approvals.all() if a.attempt == step.attempt]
     return {
         "run_id": step.run_id,
         "workflow": step.run.workflow.name,

@@ -803,8 +803,8 @@ def _refuse_if_running(steps: list[StepState], run_id: str) -> None:
 def _reset_steps(tx: RunTx, steps: list[StepState]) -> None:
     plan = plan_for(tx.run)
     ids = [s.pk for s in steps]
+    # Approval decisions stay: they belong to their attempt, and the next one asks again.
     StepOutput.objects.filter(step_run_id__in=ids).delete()
-    Approval.objects.filter(step_run_id__in=ids).delete()
     for step in steps:
         # Attempt numbers go on (history is kept); the retry budget starts afresh.
         budget = retry_policy(plan.step(step.step_id))["max_attempts"]
@@ -869,12 +869,15 @@ def step_decide(run_id: str, step_id: str, *, user, approve: bool, comment: str 
                 "you started this run and this step does not allow self-approval",
                 code="self_approval",
             )
-        if Approval.objects.filter(step_run=step, user=user).exists():
+        this_round = Approval.objects.filter(step_run=step, attempt=step.attempt)
+        if this_round.filter(user=user).exists():
             raise Conflict(
                 f"{user.get_username()} already decided on step {step_id!r}", code="already_decided"
             )
         decision = Approval.Decision.APPROVED if approve else Approval.Decision.REJECTED
-        Approval.objects.create(step_run=step, user=user, decision=decision, comment=comment)
+        Approval.objects.create(
+            step_run=step, attempt=step.attempt, user=user, decision=decision, comment=comment
+        )
         tx.event(
             "step.decision", decision, step_id=step_id, user=user.get_username(), comment=comment
         )
@@ -882,7 +885,7 @@ def step_decide(run_id: str, step_id: str, *, user, approve: bool, comment: str 
             error = f"rejected by {user.get_username()}" + (f": {comment}" if comment else "")
             return _close_approval(tx, step, plan, now, ok=False, error=error)
         approvers = list(
-            Approval.objects.filter(step_run=step, decision=Approval.Decision.APPROVED).values_list(
+            this_round.filter(decision=Approval.Decision.APPROVED).values_list(
                 "user__username", flat=True
             )
         )

@@ -138,6 +138,10 @@ def test_approve(client_for, users, gated):
     )
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
+    step = api.get(f"/api/v1/runs/{run.pk}/steps/sign-off").json()
+    assert [(d["attempt"], d["user"], d["decision"]) for d in step["approvals"]] == [
+        (1, "reviewer", "approved")
+    ]
     again = api.post(f"/api/v1/runs/{run.pk}/steps/sign-off/approve", format="json")
     assert again.status_code == 409 and again.json()["code"] == "not_waiting"
 

@@ -4,7 +4,7 @@ import pytest
 
 from runs import services
 from runs.engine.errors import Conflict, Forbidden
-from runs.models import Approval, StepRun
+from runs.models import Approval, StepOutput, StepRun
 from runs.status import RunStatus, StepStatus
 from tests.helpers import wait_for_run
 
@@ -91,3 +91,37 @@ def test_cancel_while_waiting_then_resume_asks_again(engine, make_workflow, user
     run = wait_for_run(run.pk, statuses={RunStatus.WAITING})
     assert StepRun.objects.get(run=run, step_id="build").attempt == 1
     assert gate(run).status == StepStatus.WAITING_APPROVAL
+
+
+def test_resume_after_a_rejection_asks_again_and_keeps_the_first_round(
+    engine, make_workflow, users
+):
+    make_workflow(GATED)
+    run, _ = services.run_start(workflow="gated", user=users["owner"])
+    wait_for_run(run.pk, statuses={RunStatus.WAITING})
+    services.step_approve(run_id=run.pk, step_id="sign-off", user=users["teammate"])
+    services.step_reject(run_id=run.pk, step_id="sign-off", user=users["reviewer"], comment="no")
+    assert wait_for_run(run.pk).status == RunStatus.FAILED
+
+    services.run_resume(run_id=run.pk)
+    run = wait_for_run(run.pk, statuses={RunStatus.WAITING})
+    assert gate(run).attempt == 2
+    # The first round's approval does not count towards the second: two new ones are needed.
+    services.step_approve(run_id=run.pk, step_id="sign-off", user=users["reviewer"], comment="ok")
+    assert gate(run).status == StepStatus.WAITING_APPROVAL
+    services.step_approve(run_id=run.pk, step_id="sign-off", user=users["teammate"])
+    assert wait_for_run(run.pk).status == RunStatus.SUCCEEDED
+
+    history = list(
+        Approval.objects.filter(step_run=gate(run))
+        .order_by("created_at", "pk")
+        .values_list("attempt", "user__username", "decision", "comment")
+    )
+    assert history == [
+        (1, "teammate", "approved", ""),
+        (1, "reviewer", "rejected", "no"),
+        (2, "reviewer", "approved", "ok"),
+        (2, "teammate", "approved", ""),
+    ]
+    approved_by = StepOutput.objects.get(step_run=gate(run), key="approved_by").value
+    assert approved_by == ["reviewer", "teammate"]
