@@ -102,7 +102,13 @@ def run_start(
                 ready = transitions.admit_new_run(workflow, run, scheduled=scheduled)
                 transaction.on_commit(lambda: enqueue_steps(ready))
         else:
-            enqueue_steps(transitions.admit_new_run(workflow, run, scheduled=scheduled))
+            # No lock to count under: the count read with the workflow is as good.
+            active_runs = getattr(workflow, "active_runs_read", None)
+            enqueue_steps(
+                transitions.admit_new_run(
+                    workflow, run, scheduled=scheduled, active_runs=active_runs
+                )
+            )
     except IntegrityError:
         existing = run_with_key(idempotency_key) if idempotency_key else None
         if existing is None:

@@ -389,7 +389,7 @@ def _workflow_select() -> str:
 
     columns = ", ".join(f"w.{f.column}" for f in _columns(Workflow).values())
     return (
-        f"SELECT {columns}, v.id, v.dag_hash FROM {Workflow._meta.db_table} w "
+        f"SELECT {columns}, ({_COUNT_ACTIVE}), v.id, v.dag_hash FROM {Workflow._meta.db_table} w "
         f"LEFT JOIN {WorkflowVersion._meta.db_table} v ON v.id = w.current_version_id "
         "WHERE w.name = %s"
     )
@@ -397,7 +397,11 @@ def _workflow_select() -> str:
 
 def workflow_by_name(name: str):
     """The workflow, with its current version's id and dag_hash loaded (the rest of the
-    version, its definition included, is read only if asked for), or None."""
+    version, its definition included, is read only if asked for), or None.
+
+    The count of active runs of all workflows comes with it as `active_runs_read`: a
+    start that needs no transaction (see services._start_needs_transaction) checks the
+    global cap against it instead of counting again, one round trip fewer."""
     from workflows.models import Workflow, WorkflowVersion
 
     with connection.cursor() as cursor:
@@ -405,8 +409,8 @@ def workflow_by_name(name: str):
         row = cursor.fetchone()
     if row is None:
         return None
-    workflow = _from_row(Workflow, row[:-2])
-    version_id, dag_hash = row[-2:]
+    workflow = _from_row(Workflow, row[:-3])
+    workflow.active_runs_read, version_id, dag_hash = row[-3:]
     if version_id is not None:
         version = WorkflowVersion.from_db(
             connection.alias, ["id", "dag_hash"], [version_id, dag_hash]

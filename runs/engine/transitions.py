@@ -77,10 +77,11 @@ class Outcome:
 # --- admission ---------------------------------------------------------------------------
 
 
-def free_slots(workflow: Workflow) -> tuple[int, int]:
-    """(slots under the workflow's max_active_runs, slots under the global cap)."""
+def free_slots(workflow: Workflow, active_runs: int | None = None) -> tuple[int, int]:
+    """(slots under the workflow's max_active_runs, slots under the global cap), the
+    latter from `active_runs` when the caller has just read that count."""
     cap = settings.TRELLIS["MAX_CONCURRENT_RUNS"]
-    global_free = cap - sql.count_active_runs()
+    global_free = cap - (sql.count_active_runs() if active_runs is None else active_runs)
     limit = workflow.definition.get("max_active_runs")
     if not limit:
         return UNLIMITED, global_free
@@ -90,14 +91,17 @@ def free_slots(workflow: Workflow) -> tuple[int, int]:
 UNLIMITED = 10**9
 
 
-def admit_new_run(workflow: Workflow, run: Run, *, scheduled: bool = False) -> Ready:
+def admit_new_run(
+    workflow: Workflow, run: Run, *, scheduled: bool = False, active_runs: int | None = None
+) -> Ready:
     """Insert a new run (built, not saved) in its first state: running with its root
     steps queued when a slot is free, else queued, skipped or replacing the oldest run,
-    per `overlap`. With `max_active_runs` the caller holds the workflow row lock."""
+    per `overlap`. With `max_active_runs` the caller holds the workflow row lock.
+    `active_runs`: the count of active runs, if the caller read it already."""
     now = run.created_at = timezone.now()
     if scheduled:
         return _insert_waiting(run, RunStatus.SCHEDULED)
-    workflow_free, global_free = free_slots(workflow)
+    workflow_free, global_free = free_slots(workflow, active_runs)
     if workflow_free <= 0:
         overlap = workflow.definition.get("overlap", "queue")
         if overlap == "skip":

@@ -3,6 +3,7 @@ the task function called in-process). A budget, so an added query is a visible c
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from runs import bench, services
 from runs.engine import worker
@@ -63,3 +64,17 @@ def test_fanout_queries_per_step(make_workflow):
     assert figures["steps"] == 42
     budget = 1 if connection.vendor == "postgresql" else 3
     assert figures["per_step"] <= budget, figures
+
+
+def test_run_start_queries(make_workflow):
+    """A run started by name as the API does: on PostgreSQL the workflow is read with the
+    count of active runs (the global cap), then the run, its steps and events go in one
+    INSERT round trip. A `max_active_runs` serialises starts of the workflow, which costs
+    a transaction and the workflow's own count. SQLite counts inside its write lock."""
+    make_workflow(CHAIN)
+    make_workflow(CHAIN.replace("name: q-chain", "name: q-limited\nmax_active_runs: 5"))
+    postgres = connection.vendor == "postgresql"
+    for name, budget in (("q-chain", 2 if postgres else 8), ("q-limited", 8 if postgres else 10)):
+        with CaptureQueriesContext(connection) as queries:
+            services.run_start(workflow=name)
+        assert len(queries) <= budget, (name, [q["sql"][:80] for q in queries])
