@@ -20,6 +20,7 @@ class RunTx:
         self.events: list[tuple] = []  # in the order of sql.EVENT_NAMES
         self.run_changes: dict = {}
         self.writes: list[tuple[str, list]] = []
+        self.reads: list[sql.Read] = []
         self.after_commit: list = []
 
     def event(self, type: str, status: str, step_id: str = "", **data) -> None:
@@ -44,6 +45,11 @@ class RunTx:
         """Statements to run at the end of the transaction: nothing in it reads them back."""
         self.writes += statements
 
+    def read_at_end(self, read: sql.Read) -> sql.Read:
+        """A SELECT sent with the writes at the end; its rows are there after the flush."""
+        self.reads.append(read)
+        return read
+
     def flush(self, *, commit: bool = False) -> None:
         if self.events:
             self.writes += sql.insert_statements(RunEvent, sql.EVENT_NAMES, self.events)
@@ -52,8 +58,8 @@ class RunTx:
             self.writes.append(
                 sql.update_statement(Run, self.run_changes, "id = %s", [self.run.pk])
             )
-        sql.execute_all(self.writes, commit=commit)
-        self.events, self.run_changes, self.writes = [], {}, []
+        sql.execute_all(self.writes, commit=commit, reads=self.reads)
+        self.events, self.run_changes, self.writes, self.reads = [], {}, [], []
 
 
 @contextmanager

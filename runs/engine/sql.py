@@ -205,20 +205,43 @@ def update(model, fields: dict, where: str, params: list, returning: str = ""):
         return cursor.fetchall() if returning else cursor.rowcount
 
 
-def execute_all(statements: list[tuple[str, list]], *, commit: bool = False) -> None:
-    """Statements whose results nobody reads. PostgreSQL gets them in one round trip
-    (Django's psycopg cursors bind client-side, so several statements can share one
-    `execute`), with the transaction's COMMIT when `commit` (psycopg then sees the
-    transaction ended, and Django's own commit sends nothing). SQLite runs in-process,
-    where a round trip costs nothing, and commits as usual."""
+class Read:
+    """A SELECT sent after a transaction's writes, before its COMMIT (`execute_all`); its
+    rows once sent."""
+
+    def __init__(self, statement: str, params: list):
+        self.statement, self.params = statement, params
+        self.rows: list[tuple] | None = None
+
+
+def execute_all(
+    statements: list[tuple[str, list]], *, commit: bool = False, reads: list[Read] = ()
+) -> None:
+    """Statements whose results nobody reads, then the `reads`. PostgreSQL gets them in
+    one round trip (Django's psycopg cursors bind client-side, so several statements can
+    share one `execute`), with the transaction's COMMIT when `commit` (psycopg then sees
+    the transaction ended, and Django's own commit sends nothing). SQLite runs
+    in-process, where a round trip costs nothing, and commits as usual."""
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            if commit:
-                statements = [*statements, ("COMMIT", [])]
-            if len(statements) > 1:
-                statements = [_joined(cursor, statements)]
-        for statement, params in statements:
-            cursor.execute(statement, params)
+        if connection.vendor != "postgresql":
+            for statement, params in statements:
+                cursor.execute(statement, params)
+            for read in reads:
+                cursor.execute(read.statement, read.params)
+                read.rows = cursor.fetchall()
+            return
+        statements = [*statements, *((read.statement, read.params) for read in reads)]
+        if commit:
+            statements.append(("COMMIT", []))
+        if not statements:
+            return
+        cursor.execute(*(_joined(cursor, statements) if len(statements) > 1 else statements[0]))
+        pending = list(reads)
+        while pending:  # the reads' results, in order, among the writes' empty ones
+            if cursor.description is not None:
+                pending.pop(0).rows = cursor.fetchall()
+            if pending and not cursor.nextset():
+                raise RuntimeError("a read sent with the writes has no result")
 
 
 def _joined(cursor, statements: list[tuple[str, list]]) -> tuple[str, None]:
@@ -317,11 +340,10 @@ _WAITING_RUN = (
 )
 
 
-def has_waiting_runs(workflow_id: int) -> bool:
-    """Whether a run of the workflow has not started yet (pending, queued or scheduled)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_WAITING_RUN, [workflow_id])
-        return cursor.fetchone() is not None
+def waiting_runs_read(workflow_id: int) -> Read:
+    """Whether a run of the workflow has not started yet (pending, queued or scheduled):
+    a row when one has."""
+    return Read(_WAITING_RUN, [workflow_id])
 
 
 _ACTIVE = ", ".join(repr(str(s)) for s in sorted(RUN_ACTIVE))

@@ -405,15 +405,17 @@ def _finish_run(tx: RunTx, status: str, reason: str, error: str, now) -> None:
         error=error,
     )
     tx.run_status(status, reason=reason) if reason else tx.run_status(status)
+    # Another run of this workflow may be waiting for the slot just freed: asked with the
+    # transaction's writes, rather than in a round trip of its own after it.
     workflow_id = tx.run.workflow_id
-    tx.after_commit.append(lambda: _after_run_finished(workflow_id))
+    waiting = tx.read_at_end(sql.waiting_runs_read(workflow_id))
+    tx.after_commit.append(lambda: _after_run_finished(workflow_id, waiting))
 
 
-def _after_run_finished(workflow_id: int) -> None:
+def _after_run_finished(workflow_id: int, waiting: sql.Read) -> None:
     from runs.engine.dispatch import enqueue_admission
 
-    # Another run of this workflow may be waiting for the slot just freed.
-    if sql.has_waiting_runs(workflow_id):
+    if waiting.rows:
         enqueue_admission(workflow_id)
 
 

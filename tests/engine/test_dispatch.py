@@ -149,3 +149,26 @@ def test_a_step_whose_task_was_lost_is_handed_out_again_once(make_workflow, task
     assert tasks == [(step.pk, run.pk)]
     assert ticker.requeue_stale() == 0, "a second ticker finds it handed out already"
     assert worker.execute_step(*tasks[0]) == 1
+
+
+def test_a_finished_run_hands_its_slot_to_a_waiting_run_of_its_workflow(make_workflow, tasks):
+    """The look for the workflow's waiting runs travels with the finishing transaction's
+    writes; only a workflow with a run waiting gets an admission task."""
+    make_workflow("name: d-limited\nmax_active_runs: 1\nsteps:\n  - {id: a, kind: noop}\n")
+    first = services.run_start(workflow="d-limited")[0]
+    waiting = services.run_start(workflow="d-limited")[0]
+    assert (first.status, waiting.status) == ("running", "queued")
+    assert tasks == [(StepRun.objects.get(run=first).pk, first.pk)]
+
+    worker.execute_step(*tasks.pop())
+
+    assert Run.objects.get(pk=first.pk).status == "succeeded"
+    assert tasks == [(waiting.workflow_id,)], "one admission task"
+    tasks.clear()
+    transitions.admit_waiting(waiting.workflow_id)
+    assert Run.objects.get(pk=waiting.pk).status == "running"
+
+    step = StepRun.objects.get(run=waiting)
+    worker.execute_step(step.pk, waiting.pk)
+    assert Run.objects.get(pk=waiting.pk).status == "succeeded"
+    assert tasks == [], "nothing waits any more: no admission task"
