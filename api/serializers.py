@@ -187,6 +187,11 @@ class RunDetailSerializer(RunSerializer):
     input = serializers.JSONField()
     params = serializers.DictField()
     last_seq = serializers.IntegerField(source="event_seq", help_text="the last event's seq")
+    cancel_requested_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="a cancel with wait_for_running: the run ends cancelled when its running "
+        "steps end",
+    )
     steps = serializers.SerializerMethodField()
 
     @extend_schema_field(StepRowSerializer(many=True))

@@ -51,6 +51,9 @@ class Run(models.Model):
     error = models.TextField(blank=True)
     # Cancel options, read by workers running this run's steps.
     cancel_grace_seconds = models.FloatField(null=True, blank=True)
+    # A cancel that lets running steps finish: the run keeps its concurrency slot until
+    # they have, then ends cancelled.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     # Per-run event sequence: the last `seq` handed out (see engine.events).
     event_seq = models.PositiveIntegerField(default=0)
 

@@ -379,6 +379,9 @@ def _settle_run(tx: RunTx, steps: list[StepState], now) -> None:
         if tx.run.status != target:
             tx.run_status(target)
         return
+    if tx.run.cancel_requested_at is not None:
+        _finish_run(tx, RunStatus.CANCELLED, FailureReason.CANCELLED, "", now)
+        return
     hard_failures = [
         s
         for s in steps
@@ -625,6 +628,7 @@ def _finish_one(
         and outcome.retryable
         and step.attempt < step.max_attempts
         and tx.run.status in RUN_ACTIVE
+        and tx.run.cancel_requested_at is None
     )
     fields = {
         "status": StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
@@ -753,7 +757,15 @@ def run_stop(
         for step in stopped:
             tx.step_status(step.step_id, StepStatus.CANCELLED)
         tx.set_run(cancel_grace_seconds=grace_seconds)
-        _finish_run(tx, status, reason, error, now)
+        if wait_for_running:
+            # Ends cancelled once nothing runs (now, or when its running steps end); till
+            # then it holds its slot, so max_active_runs and the global cap still hold.
+            if tx.run.cancel_requested_at is None:
+                tx.set_run(cancel_requested_at=now)
+                tx.event("run.cancel", tx.run.status, wait_for_running=True)
+            _settle_run(tx, step_states(run_id), now)
+        else:
+            _finish_run(tx, status, reason, error, now)
         return tx.run
 
 
@@ -839,6 +851,7 @@ def _reopen_run(tx: RunTx, **data) -> None:
         reason="",
         error="",
         cancel_grace_seconds=None,
+        cancel_requested_at=None,
         deadline_at=None,
     )
     tx.run_status(RunStatus.PENDING, **data)

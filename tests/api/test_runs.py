@@ -4,6 +4,7 @@ actions and the calendar."""
 import pytest
 from django.utils import timezone
 
+from runs.engine import transitions
 from runs.models import Run, RunEvent, StepRun
 from runs.status import RunStatus, StepStatus
 from tests.api.conftest import settle, start
@@ -322,6 +323,26 @@ def test_cancel_a_running_run(api, chain):
     assert run.status == RunStatus.CANCELLED and run.cancel_grace_seconds == 0
     assert not StepRun.objects.filter(run=run, status=StepStatus.QUEUED).exists()
     assert RunEvent.objects.filter(run=run, status="cancelled", type="run.status").exists()
+
+
+def test_cancel_waiting_for_running_steps(api, chain):
+    run = start()
+    (step,) = transitions.step_claim(run.pk, "worker-1")  # its first step is running
+    url = f"/api/v1/runs/{run.pk}/cancel"
+    response = api.post(url, {"wait_for_running": True}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "running"
+    detail = api.get(f"/api/v1/runs/{run.pk}").json()
+    assert detail["cancel_requested_at"] is not None
+    steps = {s["step_id"]: s["status"] for s in detail["steps"]}
+    assert steps[step.step_id] == "running"
+    assert set(steps.values()) == {"running", "cancelled"}
+
+    transitions.step_finish(step, transitions.Outcome(ok=True))
+    run.refresh_from_db()
+    assert (run.status, run.reason) == (RunStatus.CANCELLED, "cancelled")
+    assert StepRun.objects.get(pk=step.pk).status == StepStatus.SUCCEEDED
+    assert api.post(url, format="json").status_code == 409
 
 
 def test_cancel_a_finished_run_is_409(api, chain):

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from runs import services
-from runs.models import Run, StepAttempt, StepOutput, StepRun
+from runs.models import Run, RunEvent, StepAttempt, StepOutput, StepRun
 from runs.status import RunStatus, StepStatus
 from tests.helpers import wait_for_run, wait_until
 from workflows.services import workflow_sync
@@ -89,14 +89,58 @@ steps:
     run, _ = services.run_start(workflow="finish-first")
     wait_until(lambda: StepRun.objects.filter(run=run, step_id="work", status="running").exists())
     services.run_cancel(run_id=run.pk, wait_for_running=True)
-    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
-    work = wait_until(
-        lambda: StepRun.objects.filter(run=run, step_id="work", status="succeeded").first(),
-        timeout=10,
-        message="running step to finish",
-    )
-    assert StepOutput.objects.get(step_run=work).value == "yes"
+    # Not cancelled yet: its step still runs, and holds the run's slot.
+    requested = Run.objects.get(pk=run.pk)
+    assert requested.status == RunStatus.RUNNING and requested.cancel_requested_at is not None
     assert StepRun.objects.get(run=run, step_id="next").status == StepStatus.CANCELLED
+    run = wait_for_run(run.pk, timeout=10)
+    assert run.status == RunStatus.CANCELLED and run.reason == "cancelled"
+    work = StepRun.objects.get(run=run, step_id="work")
+    assert work.status == StepStatus.SUCCEEDED
+    assert StepOutput.objects.get(step_run=work).value == "yes"
+    assert run.finished_at >= work.finished_at
+    events = list(RunEvent.objects.filter(run=run).values_list("type", "status"))
+    assert ("run.cancel", "running") in events
+    assert events[-1] == ("run.status", "cancelled")
+
+
+def test_cancel_wait_for_running_keeps_the_slot_until_the_step_ends(engine, make_workflow):
+    make_workflow(
+        """
+name: one-slot
+max_active_runs: 1
+steps:
+  - {id: work, kind: shell, command: "sleep 1"}
+"""
+    )
+    first, _ = services.run_start(workflow="one-slot")
+    second, _ = services.run_start(workflow="one-slot")
+    assert second.status == RunStatus.QUEUED
+    wait_until(lambda: StepRun.objects.filter(run=first, status="running").exists())
+    services.run_cancel(run_id=first.pk, wait_for_running=True)
+    first, second = wait_for_run(first.pk), wait_for_run(second.pk)
+    assert (first.status, second.status) == (RunStatus.CANCELLED, RunStatus.SUCCEEDED)
+    assert second.started_at >= first.finished_at, "never two runs of it at once"
+
+
+def test_cancel_wait_for_running_does_not_retry_a_failing_step(engine, make_workflow):
+    make_workflow(
+        """
+name: no-retry-after-cancel
+steps:
+  - id: work
+    kind: shell
+    command: "sleep 1; exit 3"
+    retries: {max_attempts: 3, delay: 0}
+"""
+    )
+    run, _ = services.run_start(workflow="no-retry-after-cancel")
+    wait_until(lambda: StepRun.objects.filter(run=run, status="running").exists())
+    services.run_cancel(run_id=run.pk, wait_for_running=True)
+    run = wait_for_run(run.pk, timeout=10)
+    assert run.status == RunStatus.CANCELLED
+    work = StepRun.objects.get(run=run)
+    assert (work.status, work.attempt, work.exit_code) == (StepStatus.FAILED, 1, 3)
 
 
 def test_overlap_skip_and_cancel_running(engine, make_workflow):

@@ -229,6 +229,8 @@ class Command(TrellisCommand):
             run_id=run_id, grace_seconds=grace, wait_for_running=wait_for_running
         )
         self._print_run(run, json)
+        if run.status not in RUN_TERMINAL and not json:
+            self.stdout.write("cancel requested: it ends cancelled when its running steps end")
 
     def handle_resume(self, run_id, watch, json, **_):
         run = services.run_resume(run_id=run_id)
@@ -336,6 +338,8 @@ class Command(TrellisCommand):
         at = timezone.localtime(event.created_at).strftime("%H:%M:%S.%f")[:-3]
         if event.type == "run.status":
             line = f"{at}  run {event.status}"
+        elif event.type == "run.cancel":
+            line = f"{at}  run cancel requested: running steps finish first"
         else:
             details = " ".join(f"{k}={v}" for k, v in event.data.items())
             line = f"{at}  {event.step_id:<24} {event.status:<17} {details}".rstrip()
