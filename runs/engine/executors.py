@@ -82,7 +82,8 @@ class LogWriter:
 
 def step_context(step: StepRun, spec: dict) -> dict:
     run: Run = step.run
-    definition = plan_for(run).definition
+    plan = plan_for(run)
+    definition = plan.definition
     context = {
         "input": run.input,
         "params": {**(definition.get("params") or {}), **(run.params or {})},
@@ -96,10 +97,13 @@ def step_context(step: StepRun, spec: dict) -> dict:
         "step": {"id": step.step_id, "attempt": step.attempt},
         "steps": {},
     }
-    if step.kind == "python" or "steps." in json.dumps(spec):
-        rows = StepOutput.objects.filter(run_id=run.pk).values_list(
-            "step_run__step_id", "key", "value"
-        )
+    upstream = plan.upstream(step.step_id)
+    if upstream and (step.kind == "python" or "steps." in json.dumps(spec)):
+        # Upstream steps only: a sibling's outputs, there or not depending on timing,
+        # must never be visible.
+        rows = StepOutput.objects.filter(
+            run_id=run.pk, step_run__step_id__in=sorted(upstream)
+        ).values_list("step_run__step_id", "key", "value")
         for step_id, key, value in rows:
             context["steps"].setdefault(step_id, {"outputs": {}})["outputs"][key] = value
     return context

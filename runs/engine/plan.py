@@ -26,6 +26,10 @@ class Plan:
     def downstream(self, step_id: str) -> set[str]:
         return graph.downstream(self.graph, step_id)
 
+    def upstream(self, step_id: str) -> set[str]:
+        """Every step this one depends on, directly or not."""
+        return graph.ancestors(self.graph, step_id)
+
 
 _plans: dict[str, Plan] = {}
 
