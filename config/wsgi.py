@@ -1,10 +1,15 @@
 import gc
 import os
 
+from django.core.signals import request_started
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
+
+from config.connections import close_dead_connections  # noqa: E402
+
+request_started.connect(close_dead_connections)
 
 # `trellis serve` runs uWSGI, which imports this module once, in its master process,
 # and the web workers are forked from it. Import now what the first request would (the

@@ -6,10 +6,15 @@ trip per step. No-op steps are claimed and finished in batches.
 Other newly ready steps go to the broker as hints for other workers; a hint whose step
 was already taken claims the next queued step of the run. A task that has drained its
 run goes on with the oldest due queued step of any run, until none is left.
+
+When the cluster is asked to stop, a task finishes the steps it holds and takes no more:
+their next steps go to the broker, for whichever worker runs next.
 """
 
 import contextlib
+import multiprocessing
 import threading
+from multiprocessing.synchronize import Event
 
 from django.conf import settings
 from django.db import connection
@@ -19,6 +24,21 @@ from runs.engine import executors, transitions
 from runs.engine.dispatch import enqueue_steps
 from runs.engine.plan import plan_for
 from runs.models import StepRun, worker_name
+
+# Set by `trellis worker` when it is asked to stop; created before the cluster forks its
+# workers, so they all share it. None outside a cluster.
+stopping: Event | None = None
+
+
+def watch_for_stop() -> Event:
+    """The event that tells this process's future workers to stop taking work."""
+    global stopping
+    stopping = multiprocessing.get_context("fork").Event()
+    return stopping
+
+
+def stop_requested() -> bool:
+    return stopping is not None and stopping.is_set()
 
 
 def execute_step(step_run_id: int | None, run_id: str) -> int:
@@ -31,8 +51,10 @@ def execute_step(step_run_id: int | None, run_id: str) -> int:
     # task is the hint that there is work, whichever step it names. On SQLite every look
     # takes the database's write lock, and another worker is stealing already (POST
     # /runs under load there: 155-173 requests/s with those looks, 261-297 without).
-    while (executed or connection.vendor == "postgresql") and (
-        batch := transitions.step_claim_next(worker)
+    while (
+        (executed or connection.vendor == "postgresql")
+        and not stop_requested()
+        and (batch := transitions.step_claim_next(worker))
     ):
         executed += drain(batch, worker)
     return executed
@@ -45,7 +67,8 @@ def drain(batch: list[StepRun], worker: str) -> int:
     while batch:
         results = run_batch(batch)
         executed += len(results)
-        ready, batch = transitions.steps_finish(results, worker=worker)
+        claim_for = "" if stop_requested() else worker  # stopping: all ready go to the broker
+        ready, batch = transitions.steps_finish(results, worker=claim_for)
         enqueue_steps(ready)
     return executed
 

@@ -172,3 +172,23 @@ def test_a_finished_run_hands_its_slot_to_a_waiting_run_of_its_workflow(make_wor
     worker.execute_step(step.pk, waiting.pk)
     assert Run.objects.get(pk=waiting.pk).status == "succeeded"
     assert tasks == [], "nothing waits any more: no admission task"
+
+
+def test_a_stopping_worker_finishes_its_step_and_takes_no_more(make_workflow, tasks, monkeypatch):
+    make_workflow(
+        "name: d-chain\nsteps:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n"
+    )
+    make_workflow(ONE_STEP)
+    chain = services.run_start(workflow="d-chain")[0]
+    other = services.run_start(workflow="d-one")[0]
+    first_task = tasks.pop(0)
+    tasks.clear()
+    monkeypatch.setattr(worker, "stopping", threading.Event())
+    worker.stopping.set()  # as `trellis worker` does on SIGTERM
+
+    assert worker.execute_step(*first_task) == 1, "its own step only: no chain, no stealing"
+
+    steps = dict(StepRun.objects.filter(run=chain).values_list("step_id", "status"))
+    assert steps == {"a": "succeeded", "b": "queued"}
+    assert tasks == [(StepRun.objects.get(run=chain, step_id="b").pk, chain.pk)], "to the broker"
+    assert StepRun.objects.get(run=other).status == "queued", "left for the next worker"

@@ -112,6 +112,16 @@ def web(clusters):
     server.kill_hard()
 
 
+def held_step(claim) -> StepRun | None:
+    """The step a worker holds (tests.faults.steps.HOLD_ONE, `claim` its file), once
+    it runs."""
+    text = claim.read_text() if claim.exists() else ""
+    if " " not in text:
+        return None
+    run_id, step_id = text.split(" ")
+    return StepRun.objects.get(run_id=run_id, step_id=step_id)
+
+
 def worker_pid(step: StepRun) -> int:
     """The pid in StepRun.worker (`host:pid`)."""
     return int(step.worker.rsplit(":", 1)[1])
@@ -131,9 +141,7 @@ def retrying(query, attempts: int = 60):
 def wait_all_terminal(run_ids: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        left = retrying(
-            lambda: Run.objects.filter(pk__in=run_ids).exclude(status__in=RUN_TERMINAL).count()
-        )
+        left = unfinished(run_ids)
         if not left:
             return
         if time.monotonic() > deadline:
@@ -144,6 +152,13 @@ def wait_all_terminal(run_ids: list[str], timeout: float) -> None:
             ]
             raise AssertionError(f"{left} runs not terminal after {timeout}s, e.g. {sample}")
         time.sleep(0.2)
+
+
+def unfinished(run_ids: list[str]) -> int:
+    """How many of the runs are not terminal yet."""
+    return retrying(
+        lambda: Run.objects.filter(pk__in=run_ids).exclude(status__in=RUN_TERMINAL).count()
+    )
 
 
 def wait_progress(run_ids: list[str], fraction: float, timeout: float = 60.0) -> None:
@@ -190,8 +205,10 @@ def successful_attempts(run_ids: list[str]) -> dict[int, int]:
 
 
 def pg_cluster() -> tuple[str, str]:
-    """(version, name) of the local PostgreSQL cluster, e.g. ("15", "main")."""
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    """(version, name) of the newest local PostgreSQL cluster, e.g. ("15", "main").
+    Versions compare as numbers: "16" is newer than "9.6"."""
+    versions = [v for v in os.listdir("/etc/postgresql") if v.replace(".", "").isdigit()]
+    version = max(versions, key=lambda v: tuple(int(part) for part in v.split(".")))
     return version, "main"
 
 

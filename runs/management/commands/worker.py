@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from runs.engine import worker as engine_worker
 from runs.engine.ticker import tick
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Command(BaseCommand):
         import runs.tasks  # noqa: F401 -- imported once here, shared by the forked workers
 
         stop = threading.Event()
+        stopping = engine_worker.watch_for_stop()  # before the cluster forks its workers
         cluster = Cluster()
         # Objects that exist now are never collected, so the collector does not write to
         # (and un-share) the pages the forked processes inherit.
@@ -36,6 +38,7 @@ class Command(BaseCommand):
 
         def on_signal(signum, frame):
             stop.set()
+            stopping.set()  # workers finish the steps they hold and take no more
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
