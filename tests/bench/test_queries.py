@@ -74,7 +74,8 @@ def test_run_start_queries(make_workflow):
     make_workflow(CHAIN)
     make_workflow(CHAIN.replace("name: q-chain", "name: q-limited\nmax_active_runs: 5"))
     postgres = connection.vendor == "postgresql"
-    for name, budget in (("q-chain", 2 if postgres else 8), ("q-limited", 8 if postgres else 10)):
+    for name, budget in (("q-chain", 2 if postgres else 7), ("q-limited", 7 if postgres else 9)):
+        services.run_start(workflow=name)  # the first start of a version reads its definition
         with CaptureQueriesContext(connection) as queries:
             services.run_start(workflow=name)
         assert len(queries) <= budget, (name, [q["sql"][:80] for q in queries])
