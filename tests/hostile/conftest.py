@@ -1,5 +1,6 @@
 """Hostile input: clients of every scope, a few workflows, and `nothing_changes()`, which
-proves a refused request stored nothing (row counts and run states are the same after)."""
+proves a refused request stored nothing (row counts and run states are the same after, and
+no task was added to the broker's queue)."""
 
 import contextlib
 import json
@@ -8,8 +9,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
+from django_q.brokers.orm import ORM
+from django_q.models import OrmQ
 
 from api.models import ApiToken
+from runs.engine.dispatch import broker
 from runs.models import Approval, LogChunk, Run, RunEvent, StepAttempt, StepOutput, StepRun
 from runs.status import RunStatus
 from tests.api.conftest import (  # noqa: F401 - fixtures shared with the API tests
@@ -77,16 +81,29 @@ def snapshot() -> dict:
         Workflow.objects.values_list("name", "current_version_id", "description")
     )
     state["tokens"] = sorted(ApiToken.objects.values_list("pk", "revoked_at", "scopes"))
+    state["queued_tasks"] = queued_tasks()
     return state
+
+
+def queued_tasks() -> int:
+    """Tasks in this session's broker queue: OrmQ rows (locked ones too) on the embedded
+    default, the Redis list's length with REDIS_URL."""
+    queue = broker()
+    if isinstance(queue, ORM):  # its queue_size() skips locked rows and may close connections
+        return OrmQ.objects.filter(key=queue.list_key).count()
+    return queue.queue_size()
 
 
 @contextlib.contextmanager
 def nothing_changes():
-    """The block may send any request; afterwards the database must be as it was."""
+    """The block may send any request; afterwards the database must be as it was and the
+    broker must hold no new task (a worker may have taken older ones meanwhile)."""
     before = snapshot()
     yield
     after = snapshot()
+    queued = before.pop("queued_tasks"), after.pop("queued_tasks")
     assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert queued[1] <= queued[0], f"tasks were queued: {queued[0]} before, {queued[1]} after"
 
 
 def assert_error(response, status: int | tuple, code: str | None = None) -> dict:

@@ -344,11 +344,14 @@ WRONG_RUN_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("field", WRONG_RUN_FIELDS)
-@pytest.mark.parametrize("path", ["/api/v1/runs", "/api/v1/workflows/typed/runs"])
-def test_wrong_types_in_run_start(api, typed, field, path):
-    if path != "/api/v1/runs" and field == "workflow":
-        return
+# POST /workflows/typed/runs names its workflow in the URL: see the test after this one.
+RUN_START_CASES = [("/api/v1/runs", field) for field in WRONG_RUN_FIELDS] + [
+    ("/api/v1/workflows/typed/runs", field) for field in WRONG_RUN_FIELDS if field != "workflow"
+]
+
+
+@pytest.mark.parametrize("path, field", RUN_START_CASES)
+def test_wrong_types_in_run_start(api, typed, path, field):
     for value in WRONG_RUN_FIELDS[field]:
         payload = {"workflow": "typed", "input": {"n": 1}, field: value}
         if path != "/api/v1/runs":
@@ -356,6 +359,20 @@ def test_wrong_types_in_run_start(api, typed, field, path):
         with nothing_changes():
             body = assert_error(post_json(api, path, payload), 400)
         assert field in json.dumps(body), (value, body)
+
+
+def test_a_workflow_in_the_body_never_redirects_a_start(api, typed, free):
+    """/workflows/typed/runs takes no `workflow` field: one in the body, of any type or
+    naming another workflow, is refused or ignored; the run is never of another workflow."""
+    for value in [*WRONG_RUN_FIELDS["workflow"], "free", "../free", "typed/../free"]:
+        payload = {"workflow": value, "input": {"n": 1}}
+        response = post_json(api, "/api/v1/workflows/typed/runs", payload)
+        if response.status_code == 201:
+            run = Run.objects.get(pk=response.json()["run_id"])
+            assert run.workflow.name == "typed", (value, run.workflow.name)
+        else:
+            assert "workflow" in json.dumps(assert_error(response, 400)), value
+    assert not Run.objects.filter(workflow__name="free").exists()
 
 
 WRONG_BULK = [

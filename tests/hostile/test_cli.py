@@ -1,5 +1,6 @@
 """The `trellis` CLI given hostile arguments and files: one clear `error:` line on stderr, a
-non-zero exit, no traceback, nothing created.
+non-zero exit, no traceback, nothing created; and shell metacharacters in the inputs it
+starts runs with reach shell steps only as data.
 
 Most cases run the command in this process (the same argv parsing and error handling as
 the installed command, in milliseconds); a representative few run `trellis` as a real
@@ -20,7 +21,10 @@ from runs import cli as cli_module
 from runs.services import MAX_BULK
 from tests.api.conftest import start
 from tests.conftest import ROOT, database_url_for_tests
+from tests.helpers import wait_for_run
 from tests.hostile.conftest import nothing_changes
+from tests.hostile.test_shell import WORKFLOW as ECHOES
+from tests.hostile.test_shell import payloads, stdout_of
 
 CLI_USER = "mallory"  # does not exist before: a refused command must not create it
 HUGE = "9" * 30
@@ -370,3 +374,40 @@ def test_as_a_real_process(make_workflow, tmp_path):
         assert b"Traceback" not in result.stderr, (args[:3], result.stderr[-3000:])
         assert len(lines) == 1 and lines[0].startswith(b"error: "), (args[:3], lines)
         assert fragment in lines[0], (args[:3], lines[0])
+
+
+@pytest.mark.timeout(120)
+def test_shell_metacharacters_in_cli_inputs_are_only_data(engine, make_workflow, tmp_path):
+    """H7 from the command line: `run start --input '<json>'` and a bulk file, each value
+    handed to shell steps (string command, argv, env, embedded, downstream) by a real
+    worker, printed back literally; no canary file created or removed."""
+    directory, new = tmp_path / "canary", tmp_path / "created-by-injection"
+    directory.mkdir()
+    existing = directory / "keep-me"
+    existing.write_text("still here")
+    make_workflow(ECHOES)
+    cases = payloads(str(new), str(existing), str(directory))
+    together = " ".join(cases)  # every payload at once, in one --input
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"payload": case}) + "\n" for case in cases))
+    commands = [
+        ["run", "start", "echoes", "--input", json.dumps({"payload": together}), "--json"],
+        ["run", "bulk", "echoes", "--from-file", str(inputs), "--json"],
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        started, bulk = pool.map(trellis, commands)
+    for result in (started, bulk):
+        assert result.returncode == 0, result.stderr[-2000:]
+    runs = [(together, json.loads(started.stdout)["run_id"])]
+    runs += zip(cases, json.loads(bulk.stdout)["run_ids"], strict=True)
+    for payload, run_id in runs:
+        run = wait_for_run(run_id, timeout=60)
+        assert run.status == "succeeded", (payload, run.error)
+        assert run.input == {"payload": payload}
+        for step_id in ("string-command", "argv-command", "env-value", "downstream"):
+            out = stdout_of(run, step_id)
+            assert out.endswith(f"[{payload}]\n"), (payload, step_id, out)
+        assert stdout_of(run, "embedded") == f"[before{payload}after]\n", payload
+    assert not new.exists(), "an input created a file"
+    assert existing.read_text() == "still here", "an input changed or removed a file"
+    assert sorted(p.name for p in directory.iterdir()) == ["keep-me"]
