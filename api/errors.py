@@ -4,7 +4,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, UnreadablePostError
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
@@ -43,6 +43,10 @@ def exception_handler(exc, context):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         message = f"request body is over the limit of {limit} bytes"
         return Response(error_body(message, "too_large"), status=413)
+    if isinstance(exc, UnreadablePostError):  # the client went before its body arrived
+        set_rollback()
+        message = "the request body ended before its Content-Length"
+        return Response(error_body(message, "bad_request"), status=400)
     if isinstance(exc, SuspiciousOperation):  # too many query fields, a bad header, …
         set_rollback()
         return Response(error_body(str(exc) or "bad request", "bad_request"), status=400)
@@ -89,6 +93,15 @@ def handler404(request, exception=None):
     if request.path.startswith(API_PREFIX):
         return not_found(request)
     return defaults.page_not_found(request, exception)
+
+
+def handler400(request, exception=None):
+    """A request Django refused before any view (a Host outside ALLOWED_HOSTS, …)."""
+    if request.path.startswith(API_PREFIX):
+        response = json_error(400, str(exception or "") or "bad request", "bad_request")
+        response["Content-Length"] = str(len(response.content))  # no middleware added it
+        return response
+    return defaults.bad_request(request, exception)
 
 
 def handler500(request):

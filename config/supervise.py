@@ -29,7 +29,9 @@ def web_command(host: str, port: str, web_workers: str) -> list[str]:
         "--buffer-size", "65535",  # the largest header block accepted
         "--harakiri", "60",  # a request still running after 60 s gets its worker replaced
         "--worker-reload-mercy", "5", "--ignore-sigpipe", "--ignore-write-errors",
-        "--disable-write-exception", "--post-buffering", "65536", "--log-format", access_log,
+        "--disable-write-exception", "--log-format", access_log,
+        # No --post-buffering: the application sees the headers first, so a body over
+        # TRELLIS_MAX_BODY_BYTES is refused (413) before it is read, not after.
     ]  # fmt: skip
 
 

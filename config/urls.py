@@ -10,5 +10,6 @@ urlpatterns = [
 ]
 
 # Errors under /api/ are JSON like every other API error; elsewhere Django's pages.
+handler400 = "api.errors.handler400"
 handler404 = "api.errors.handler404"
 handler500 = "api.errors.handler500"

@@ -5,9 +5,11 @@ from django.core.signals import request_started
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_wsgi_application()
 
 from config.connections import close_dead_connections  # noqa: E402
+from config.framing import RequestFraming  # noqa: E402
+
+application = RequestFraming(get_wsgi_application())
 
 request_started.connect(close_dead_connections)
 

@@ -1,4 +1,11 @@
-"""Hand queued steps to django-q2 workers. One broker object per process (SPEC §8)."""
+"""Hand queued steps to django-q2 workers. One broker object per process (SPEC §8).
+
+Handing out comes after the steps are stored, so a broker that fails then loses nothing:
+the steps stay queued and marked not handed out, the ticker hands them out when the
+broker is back, and the caller (a POST, a finishing step) carries on.
+"""
+
+import logging
 
 from django.conf import settings
 from django_q.brokers import get_broker
@@ -7,6 +14,7 @@ from django_q.tasks import async_task
 from runs.engine import sql
 from runs.models import StepRun
 
+logger = logging.getLogger(__name__)
 _broker = None
 
 
@@ -26,8 +34,13 @@ def enqueue_steps(steps: list[tuple[int, str]], *, capped: bool = True) -> None:
     out (`enqueued_at` NULL); the ticker hands out those still queued a tick later, so
     a large cluster's other workers are not left idle. `capped=False`: a task per step."""
     limit = settings.TRELLIS["FANOUT_TASKS"] if capped else len(steps)
-    for step_run_id, run_id in steps[:limit]:
-        async_task("runs.tasks.execute_step", step_run_id, run_id, broker=broker())
+    for sent, (step_run_id, run_id) in enumerate(steps[:limit]):
+        try:
+            async_task("runs.tasks.execute_step", step_run_id, run_id, broker=broker())
+        except Exception:  # the broker's own errors differ by broker: Redis, the ORM
+            logger.exception("broker unavailable: %d steps wait for the ticker", len(steps))
+            limit = sent
+            break
     rest = [step_run_id for step_run_id, _ in steps[limit:]]
     if rest:
         where = f"id IN ({sql.in_list(rest)}) AND status = 'queued'"
@@ -40,4 +53,9 @@ def pending_tasks() -> int:
 
 
 def enqueue_admission(workflow_id: int) -> None:
-    async_task("runs.tasks.admit_waiting", workflow_id, broker=broker())
+    try:
+        async_task("runs.tasks.admit_waiting", workflow_id, broker=broker())
+    except Exception:  # the ticker admits waiting runs at every tick anyway
+        logger.exception(
+            "broker unavailable: workflow %s's waiting runs wait for the ticker", workflow_id
+        )

@@ -4,6 +4,8 @@ directly (most API tests need no worker)."""
 from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -49,11 +51,24 @@ def fresh_throttles():
     from api.pagination import counts
     from api.throttling import forget_counts
 
-    for forget in (cache.clear, counts.clear, forget_tokens, forget_counts):
+    for forget in (clear_throttle_counters, counts.clear, forget_tokens, forget_counts):
         forget()
     yield
-    for forget in (cache.clear, counts.clear, forget_tokens, forget_counts):
+    for forget in (clear_throttle_counters, counts.clear, forget_tokens, forget_counts):
         forget()
+
+
+def clear_throttle_counters() -> None:
+    """The throttles' counters only: with Redis the cache shares its database with the
+    django-q queue of this and any other test session, which `cache.clear()` would wipe."""
+    if not settings.REDIS_URL:
+        cache.clear()
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in ("trellis:throttle:*", ":*:throttle_*"):  # api.throttling's, DRF's
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture

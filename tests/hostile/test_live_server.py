@@ -210,12 +210,6 @@ def test_a_declared_length_over_the_limit_is_413_even_for_a_small_document(live)
     assert_serving(live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT GAP: uWSGI (post-buffering, no --limit-post) reads the whole declared "
-    "body before Django can refuse it, so a Content-Length over TRELLIS_MAX_BODY_BYTES is "
-    "only answered once that many bytes arrived; a client that sends less gets no answer",
-)
 def test_a_declared_length_over_the_limit_is_refused_before_the_body_arrives(live):
     with nothing_changes():
         request = raw_request("POST", b"/api/v1/runs", json_headers(live, 1 << 30), b'{"work')
@@ -417,12 +411,6 @@ def test_a_truncated_body_stores_nothing(live):
 
 # A body the server cannot frame must be refused, never acted upon as if it were empty: on
 # /workflows/free/runs (no input schema) an empty body is a valid start.
-BODY_DROPPED = pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT BUG: Django reads a request body whose Content-Length is not a number "
-    "(or is missing, for chunked bodies) as empty, so the request is acted upon without it: "
-    "POST /workflows/free/runs with an invalid body starts a run with input {} (201)",
-)
 FREE_RUNS = b"/api/v1/workflows/free/runs"
 INVALID = b'{"input": [1]}'  # 400 when read
 
@@ -441,7 +429,6 @@ def test_garbage_content_lengths_are_refused(live, free):
             assert_serving(live)
 
 
-@BODY_DROPPED
 def test_content_lengths_that_are_not_numbers_are_refused(live, free):
     with nothing_changes():
         for length in (b"abc", b"0x0e"):
@@ -454,7 +441,6 @@ def chunked(body: bytes) -> bytes:
     return b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
 
 
-@BODY_DROPPED
 def test_a_chunked_body_is_read_or_refused(live, free):
     """Transfer-Encoding: chunked, what streaming clients send (uWSGI's http11-socket does
     not de-chunk): the body is read, or the request refused; never acted upon without it."""
@@ -470,12 +456,6 @@ def test_a_chunked_body_is_read_or_refused(live, free):
         reply.error((400, 411))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT GAP: with both Content-Length and Transfer-Encoding: chunked, uWSGI "
-    "frames the body by Content-Length (RFC 9112 6.1: reject, or use the chunked framing); "
-    "a proxy in front that follows the RFC sees other request boundaries (smuggling)",
-)
 def test_both_content_length_and_chunked_is_refused(live):
     body = json.dumps(START).encode()
     headers = json_headers(live, len(body)) + [(b"Transfer-Encoding", b"chunked")]
@@ -484,12 +464,6 @@ def test_both_content_length_and_chunked_is_refused(live):
     assert_serving(live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT BUG: a Host outside ALLOWED_HOSTS on an /api path is Django's HTML 400 "
-    "page, not the error shape (no handler400; the API's handlers are 404 and 500 only); "
-    "it also has no Content-Length, so a keep-alive client waits for the server to close",
-)
 def test_a_foreign_host_header_is_an_api_error(live):
     for host in (b"evil.example", b"127.0.0.1@evil.example", b""):
         request = raw_request("GET", b"/api/v1/runs", json_headers(live))
@@ -498,13 +472,6 @@ def test_a_foreign_host_header_is_an_api_error(live):
     assert_serving(live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT BUG: after answering a POST whose body the application did not read "
-    "(401, 403, 405, 413, 415, 404 for no endpoint), uWSGI closes the keep-alive connection "
-    "without saying `Connection: close`: a pooling client (requests.Session, httpx) reuses it "
-    "and its next request fails with a connection reset",
-)
 def test_a_refusal_keeps_the_connection_usable(live, users):
     _, read_key = ApiToken.issue(user=users["teammate"], scopes=["read"])
     body = json.dumps(START).encode()
