@@ -177,7 +177,9 @@ def test_a_database_failure_mid_write_leaves_nothing(api, typed, make_workflow, 
     broker().purge_queue()  # the tasks of the control runs
 
 
-def test_a_broker_failure_after_the_commit_is_not_reported_as_nothing_done(api, typed, monkeypatch):
+def test_a_broker_failure_after_the_commit_is_not_reported_as_nothing_done(
+    api, typed, monkeypatch, no_background_worker
+):
     def broker_down(*args, **kwargs):
         raise ConnectionError("broker unreachable")
 
@@ -194,7 +196,8 @@ def test_a_broker_failure_after_the_commit_is_not_reported_as_nothing_done(api, 
         elif response.status_code < 500:
             assert response.status_code == 201, response.content[:500]
     assert not told_failed_but_stored, told_failed_but_stored
-    # Nothing lost: the steps wait, marked not handed out, for the ticker to hand them out.
+    # Nothing lost: the steps wait, marked not handed out, for the ticker to hand them out
+    # (no session worker runs here, so no ticker does it before these lines look).
     queued = StepRun.objects.filter(status="queued")
     assert queued.count() == Run.objects.count() == 2, "each run's first step waits"
     assert not queued.filter(enqueued_at__isnull=False).exists()
