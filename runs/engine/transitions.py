@@ -6,11 +6,12 @@ transaction. A transition that finds the row already moved does nothing, so a ta
 delivered twice, or two workers racing, is harmless.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -30,6 +31,8 @@ from runs.status import (
 )
 from workflows.definitions import step_kind
 from workflows.models import Workflow
+
+logger = logging.getLogger(__name__)
 
 Ready = list[tuple[int, str]]  # (step_run_id, run_id) pairs to hand to workers
 
@@ -416,10 +419,17 @@ def _finish_run(tx: RunTx, status: str, reason: str, error: str, now) -> None:
 
 
 def _after_run_finished(workflow_id: int, waiting: sql.Read) -> None:
-    from runs.engine.dispatch import enqueue_admission
+    """The slot just freed goes to the workflow's oldest waiting run here and now, in the
+    process that freed it: an admission task cost a broker hop and a task per finished
+    run, and a burst of them left workers admitting nothing for seconds afterwards."""
+    from runs.engine.dispatch import enqueue_steps
 
-    if waiting.rows:
-        enqueue_admission(workflow_id)
+    if not waiting.rows:
+        return
+    try:
+        enqueue_steps(admit_waiting(workflow_id))
+    except DatabaseError:  # the ticker admits waiting runs at every tick
+        logger.exception("admitting the waiting runs of workflow %s failed", workflow_id)
 
 
 # --- step execution ----------------------------------------------------------------------
