@@ -9,8 +9,6 @@ def execute_step(step_run_id: int, run_id: str) -> int:
 
 
 def admit_waiting(workflow_id: int) -> int:
-    # Admission now happens where a run ends (transitions._after_run_finished); this entry
-    # point stays for tasks an earlier version left in a broker.
     ready = transitions.admit_waiting(workflow_id)
     enqueue_steps(ready)
     return len(ready)

@@ -50,3 +50,10 @@ def enqueue_steps(steps: list[tuple[int, str]], *, capped: bool = True) -> None:
 def pending_tasks() -> int:
     """Tasks waiting in the broker, not yet taken by a worker."""
     return broker().queue_size()
+
+
+def enqueue_admission(workflow_id: int) -> None:
+    try:
+        async_task("runs.tasks.admit_waiting", workflow_id, broker=broker())
+    except Exception:  # the ticker admits waiting runs at every tick anyway
+        logger.exception("broker unavailable: workflow %s's waiting runs wait", workflow_id)
