@@ -3,7 +3,12 @@
 import logging
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import (
+    DisallowedHost,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
 from django.http import Http404, JsonResponse, UnreadablePostError
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
@@ -98,7 +103,10 @@ def handler404(request, exception=None):
 def handler400(request, exception=None):
     """A request Django refused before any view (a Host outside ALLOWED_HOSTS, …)."""
     if request.path.startswith(API_PREFIX):
-        response = json_error(400, str(exception or "") or "bad request", "bad_request")
+        message = "bad request"
+        if isinstance(exception, DisallowedHost):  # its text would echo the Host back
+            message = "the Host header names no host this server answers for"
+        response = json_error(400, message, "bad_request")
         response["Content-Length"] = str(len(response.content))  # no middleware added it
         return response
     return defaults.bad_request(request, exception)

@@ -16,6 +16,7 @@ import yaml
 from django.conf import settings
 from django.db import connection
 
+from runs.engine import dispatch
 from workflows.services import workflow_save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,8 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
+        if settings.REDIS_URL:  # tasks the rolled-back tests sent there outlive their runs
+            dispatch.broker().purge_queue()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "config.cli", "worker"],
             cwd=ROOT,
@@ -85,17 +88,22 @@ class WorkerProcess:
         )
         if self not in WorkerProcess.started:
             WorkerProcess.started.append(self)
-        line = self.proc.stdout.readline()  # printed once the cluster is up
-        if "trellis worker" not in line:
-            raise RuntimeError(f"worker did not start: {line}{self.proc.stdout.read()}")
-        # Keep reading, or the worker blocks once the pipe's buffer is full.
+        # Keep reading, or the worker blocks once the pipe's buffer is full; the ready
+        # line need not be the first (the cluster may log before it).
         self.lines: collections.deque[str] = collections.deque(maxlen=200)
+        self.ready = threading.Event()
         threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
+        deadline = time.monotonic() + 90
+        while not self.ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{self.output()}")
         return self
 
     def _drain(self, pipe) -> None:
         for line in pipe:
             self.lines.append(line.rstrip())
+            if line.startswith("trellis worker:"):  # printed once the cluster is up
+                self.ready.set()
 
     def output(self) -> str:
         return "\n".join(self.lines)

@@ -41,10 +41,14 @@ def enqueue_steps(steps: list[tuple[int, str]], *, capped: bool = True) -> None:
             logger.exception("broker unavailable: %d steps wait for the ticker", len(steps))
             limit = sent
             break
-    rest = [step_run_id for step_run_id, _ in steps[limit:]]
-    if rest:
-        where = f"id IN ({sql.in_list(rest)}) AND status = 'queued'"
-        sql.update(StepRun, {"enqueued_at": None}, where, rest)
+    mark_not_handed_out([step_run_id for step_run_id, _ in steps[limit:]])
+
+
+def mark_not_handed_out(step_run_ids: list[int]) -> None:
+    """Queued steps no task will take: the ticker hands them out at its next tick."""
+    if step_run_ids:
+        where = f"id IN ({sql.in_list(step_run_ids)}) AND status = 'queued'"
+        sql.update(StepRun, {"enqueued_at": None}, where, step_run_ids)
 
 
 def pending_tasks() -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -434,7 +434,7 @@ def _after_run_finished(workflow_id: int, waiting: sql.Read) -> None:
         return
     try:
         enqueue_steps(admit_waiting(workflow_id))
-    except DatabaseError:  # the ticker admits waiting runs at every tick
+    except Exception:  # after the commit, nothing to undo; the ticker admits at every tick
         logger.exception("admitting the waiting runs of workflow %s failed", workflow_id)
 
 

@@ -14,37 +14,47 @@ their next steps go to the broker, for whichever worker runs next.
 import contextlib
 import multiprocessing
 import threading
-from multiprocessing.synchronize import Event
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from runs.engine import executors, transitions
-from runs.engine.dispatch import enqueue_steps
+from runs.engine.dispatch import enqueue_steps, mark_not_handed_out
 from runs.engine.plan import plan_for
-from runs.models import StepRun, worker_name
+from runs.models import Run, StepRun, worker_name
 
-# Set by `trellis worker` when it is asked to stop; created before the cluster forks its
-# workers, so they all share it. None outside a cluster.
-stopping: Event | None = None
+# Set to 1 by `trellis worker` when it is asked to stop; shared memory made before the
+# cluster forks its workers, so they all see it. Lock-free: a worker killed while reading
+# it cannot block the stop. None outside a cluster.
+stopping = None
 
 
-def watch_for_stop() -> Event:
-    """The event that tells this process's future workers to stop taking work."""
+def watch_for_stop():
+    """The flag that tells this process's future workers to stop taking work."""
     global stopping
-    stopping = multiprocessing.get_context("fork").Event()
+    stopping = multiprocessing.get_context("fork").RawValue("b", 0)
     return stopping
 
 
 def stop_requested() -> bool:
-    return stopping is not None and stopping.is_set()
+    return stopping is not None and stopping.value == 1
 
 
 def execute_step(step_run_id: int | None, run_id: str) -> int:
     """Returns how many steps this task executed."""
+    if stop_requested():
+        # Delivered after the stop (the cluster had it in hand): the step stays for the
+        # next worker, which the ticker hands it to.
+        if step_run_id is not None:
+            mark_not_handed_out([step_run_id])
+        return 0
     worker = worker_name()
-    executed = drain(transitions.step_claim(run_id, worker, step_run_id), worker)
+    try:
+        claimed = transitions.step_claim(run_id, worker, step_run_id)
+    except Run.DoesNotExist:  # purged, or rolled back, since the task was sent
+        return 0
+    executed = drain(claimed, worker)
     # Then the queued steps of other runs: a burst of ready steps gets only a few broker
     # tasks (dispatch.enqueue_steps, the ticker), and a worker that is free now needs no
     # broker hop. On PostgreSQL also when this task's own step was already taken: the

@@ -3,6 +3,7 @@ drained its run takes the other runs' queued steps, and the ticker hands out wha
 task has taken."""
 
 import threading
+import types
 from datetime import timedelta
 
 import pytest
@@ -187,14 +188,24 @@ def test_a_stopping_worker_finishes_its_step_and_takes_no_more(make_workflow, ta
     make_workflow(ONE_STEP)
     chain = services.run_start(workflow="d-chain")[0]
     other = services.run_start(workflow="d-one")[0]
-    first_task = tasks.pop(0)
-    tasks.clear()
-    monkeypatch.setattr(worker, "stopping", threading.Event())
-    worker.stopping.set()  # as `trellis worker` does on SIGTERM
+    first_task, late_task = tasks.pop(0), tasks.pop(0)
+    flag = types.SimpleNamespace(value=0)
+    monkeypatch.setattr(worker, "stopping", flag)
+    real_run_batch = worker.run_batch
+
+    def stop_while_running(batch):
+        flag.value = 1  # `trellis worker` got SIGTERM while this step ran
+        return real_run_batch(batch)
+
+    monkeypatch.setattr(worker, "run_batch", stop_while_running)
 
     assert worker.execute_step(*first_task) == 1, "its own step only: no chain, no stealing"
-
     steps = dict(StepRun.objects.filter(run=chain).values_list("step_id", "status"))
     assert steps == {"a": "succeeded", "b": "queued"}
     assert tasks == [(StepRun.objects.get(run=chain, step_id="b").pk, chain.pk)], "to the broker"
-    assert StepRun.objects.get(run=other).status == "queued", "left for the next worker"
+
+    # A task the stopping cluster still had in hand claims nothing: its step waits, marked
+    # not handed out, for the next worker.
+    assert worker.execute_step(*late_task) == 0
+    step = StepRun.objects.get(run=other)
+    assert (step.status, step.enqueued_at) == ("queued", None)

@@ -25,8 +25,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, no_ticker=False, **options):
         from django_q.cluster import Cluster
+        from django_q.signals import pre_execute
 
         import runs.tasks  # noqa: F401 -- imported once here, shared by the forked workers
+        from config.connections import close_dead_connections
+
+        # Each task first drops a connection the database closed (it restarted) while the
+        # worker process sat idle, instead of failing on it.
+        pre_execute.connect(close_dead_connections, dispatch_uid="trellis-dead-connections")
 
         stop = threading.Event()
         stopping = engine_worker.watch_for_stop()  # before the cluster forks its workers
@@ -38,7 +44,7 @@ class Command(BaseCommand):
 
         def on_signal(signum, frame):
             stop.set()
-            stopping.set()  # workers finish the steps they hold and take no more
+            stopping.value = 1  # workers finish the steps they hold and take no more
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
