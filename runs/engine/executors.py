@@ -97,8 +97,9 @@ def step_context(step: StepRun, spec: dict) -> dict:
         "step": {"id": step.step_id, "attempt": step.attempt},
         "steps": {},
     }
-    upstream = plan.upstream(step.step_id)
-    if upstream and (step.kind == "python" or "steps." in json.dumps(spec)):
+    if (step.kind == "python" or "steps." in json.dumps(spec)) and (
+        upstream := plan.upstream(step.step_id)
+    ):
         # Upstream steps only: a sibling's outputs, there or not depending on timing,
         # must never be visible.
         rows = StepOutput.objects.filter(
