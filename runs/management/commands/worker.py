@@ -1,14 +1,26 @@
 """trellis worker: a django-q2 cluster plus the engine's ticker, stopped cleanly by
-SIGINT/SIGTERM."""
+SIGINT/SIGTERM.
 
+This process watches its cluster. django-q2's sentinel process replaces a worker child
+that dies, but nothing replaces the sentinel: killed (the OOM killer, a stray signal),
+it leaves its workers and task pusher running unwatched, or nothing running at all,
+while the ticker here goes on as if all were well. So this process is the subreaper of
+the cluster's processes (they become its children when the sentinel dies): it kills
+what a dead sentinel left and starts a new cluster, and the steps the killed workers
+held are taken again when their leases expire.
+"""
+
+import contextlib
+import ctypes
 import gc
 import logging
+import os
 import signal
 import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from runs.engine import worker as engine_worker
 from runs.engine.ticker import tick
@@ -36,18 +48,26 @@ class Command(BaseCommand):
 
         stop = threading.Event()
         stopping = engine_worker.watch_for_stop()  # before the cluster forks its workers
-        cluster = Cluster()
-        # Objects that exist now are never collected, so the collector does not write to
-        # (and un-share) the pages the forked processes inherit.
-        gc.freeze()
-        cluster.start()
 
         def on_signal(signum, frame):
             stop.set()
             stopping.value = 1  # workers finish the steps they hold and take no more
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        def start_cluster():
+            # The forked processes must not share this process's database connection: one
+            # closing its copy would close it for the ticker too.
+            connections.close_all()
+            cluster = Cluster()  # which sets its own signal handlers
+            # Objects that exist now are never collected, so the collector does not write
+            # to (and un-share) the pages the forked processes inherit.
+            gc.freeze()
+            cluster.start()
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            return cluster
+
+        become_subreaper()
+        cluster = start_cluster()
         self.stdout.write(
             f"trellis worker: {settings.Q_CLUSTER['workers']} workers, "
             f"broker {'redis' if settings.REDIS_URL else 'orm'}"
@@ -55,6 +75,17 @@ class Command(BaseCommand):
         self.stdout.flush()
         interval = settings.TRELLIS["TICK_SECONDS"]
         while not stop.wait(interval):
+            reap_adopted(cluster.sentinel.pid)
+            if not cluster.sentinel.is_alive() and not stop.is_set():
+                logger.error(
+                    "the worker cluster's sentinel died (exit code %s): its processes are "
+                    "killed and a new cluster started",
+                    cluster.sentinel.exitcode,
+                )
+                kill_children()
+                cluster = start_cluster()
+                self.stdout.write("trellis worker: a new cluster started")
+                self.stdout.flush()
             if no_ticker:
                 continue
             # A connection broken by a database restart is replaced here, not reused.
@@ -63,5 +94,68 @@ class Command(BaseCommand):
                 tick()
             except Exception:
                 logger.exception("ticker failed")
-        cluster.stop()
+        stop_cluster(cluster)
         self.stdout.write("trellis worker stopped")
+
+
+def stop_cluster(cluster) -> None:
+    """Cluster.stop: the workers finish the steps they hold, then exit. Its first act sets
+    a multiprocessing Event, which waits for each process sleeping on it to wake; a
+    sentinel killed while asleep there never does (SIGTERM sent to the whole process
+    group, as `pkill` or systemd's default KillMode do: the sentinel does not catch it),
+    and the stop would wait forever. So it runs in a thread, given up once the sentinel
+    is gone; whatever is left is killed."""
+    stopper = threading.Thread(target=cluster.stop, daemon=True)
+    stopper.start()
+    while stopper.is_alive() and cluster.sentinel.is_alive():
+        stopper.join(0.2)
+    kill_children()
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants (a dead sentinel's workers) become this process's children,
+    not init's, so that it can find and kill them. Linux only; elsewhere, nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def children() -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == me:
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def kill_children() -> None:
+    """SIGKILL and reap every child of this process (the ticker has none of its own):
+    what a stopped or dead cluster left behind."""
+    for pid in children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def reap_adopted(sentinel_pid: int) -> None:
+    """Reap adopted descendants that have exited (a step's own background process, say),
+    leaving the sentinel to multiprocessing, which reaps it itself."""
+    while True:
+        try:
+            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if exited is None or exited.si_pid == sentinel_pid:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(exited.si_pid, 0)

@@ -1,0 +1,98 @@
+"""The django-q2 sentinel of a `trellis worker` killed, and SIGTERM sent to every process
+of the worker at once (`pkill -f`, systemd's default KillMode)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from runs import services
+from runs.bench import process_tree
+from runs.models import Run
+from runs.status import RunStatus
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ONE_STEP = """
+name: sentinel-check
+steps:
+  - {id: only, kind: noop}
+"""
+
+
+def sentinel_of(cluster) -> int:
+    """The cluster's sentinel: the one child of the `trellis worker` process."""
+    tree = process_tree(cluster.proc.pid)
+    children = [pid for pid in tree if _parent(pid) == cluster.proc.pid]
+    assert len(children) == 1, children
+    return children[0]
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_sentinel_is_replaced_and_its_orphans_killed(clusters, make_workflow):
+    make_workflow(ONE_STEP)
+    cluster = clusters()
+    sentinel = sentinel_of(cluster)
+    old_processes = [pid for pid in process_tree(sentinel)]
+    assert len(old_processes) >= 4, "sentinel, 2 workers, pusher and monitor"
+
+    os.kill(sentinel, signal.SIGKILL)
+    wait_until(
+        lambda: "trellis worker: a new cluster started" in cluster.lines,
+        timeout=30,
+        message="the worker starting a new cluster",
+    )
+    survivors = [pid for pid in old_processes if alive(pid)]
+    assert not survivors, subprocess.run(
+        ["ps", "-o", "pid,ppid,stat,cmd", "-p", ",".join(map(str, survivors))],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert sentinel_of(cluster) != sentinel
+    assert "sentinel died" in cluster.output()
+
+    run, _ = services.run_start(workflow="sentinel-check")
+    wait_until(
+        lambda: Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED,
+        timeout=30,
+        message="a run started after the restart succeeding",
+    )
+    assert cluster.proc.poll() is None
+
+
+def test_sigterm_to_every_process_of_the_worker_stops_it(clusters, make_workflow):
+    make_workflow(ONE_STEP)
+    cluster = clusters()
+    run, _ = services.run_start(workflow="sentinel-check")
+    wait_until(
+        lambda: Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED,
+        timeout=30,
+        message="the cluster running a step",
+    )
+    tree = process_tree(cluster.proc.pid)
+    assert len(tree) >= 5
+    os.killpg(cluster.proc.pid, signal.SIGTERM)
+    try:
+        cluster.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"trellis worker still running 30 s after SIGTERM:\n{cluster.output()}")
+    assert cluster.proc.returncode == 0
+    deadline = time.monotonic() + 5
+    while [pid for pid in tree if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in tree if alive(pid)], "a process of the worker outlived it"
