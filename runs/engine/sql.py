@@ -182,6 +182,19 @@ _NEXT_DUE_RUN_SQLITE = (
 )
 
 
+# Whether an active run has a due queued step that no broker task will bring (handing
+# it out failed or was capped: dispatch.enqueue_steps), read by a finishing worker that
+# has nothing of its own run left to claim.
+_UNHANDED_DUE = Preparable(
+    f"SELECT 1 FROM {_STEPS} s WHERE {_DUE} AND s.enqueued_at IS NULL "
+    f"AND EXISTS (SELECT 1 FROM {_RUNS} r WHERE r.id = s.run_id AND {_ACTIVE_RUN}) LIMIT 1"
+)
+
+
+def unhanded_due_read(now) -> "Read":
+    return Read(_UNHANDED_DUE, [connection.ops.adapt_datetimefield_value(now)])
+
+
 def lock_run(
     run_id: str | None, *, with_states: bool = False, due_at=None, begin: bool = False
 ) -> tuple[Run | None, list[tuple]]:

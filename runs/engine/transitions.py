@@ -37,6 +37,22 @@ logger = logging.getLogger(__name__)
 Ready = list[tuple[int, str]]  # (step_run_id, run_id) pairs to hand to workers
 
 
+@dataclass
+class Finished:
+    """What `steps_finish` did: the steps to hand to other workers, the run's next steps
+    claimed for the worker, and when it claimed none, the read (sent with the commit) of
+    whether a due queued step waits that no broker task will bring."""
+
+    ready: Ready
+    claimed: list[StepRun]
+    unhanded: sql.Read | None = None
+
+    @property
+    def other_work(self) -> bool:
+        """Whether to look for other runs' steps: when nothing was read, maybe."""
+        return self.unhanded is None or bool(self.unhanded.rows)
+
+
 @dataclass(slots=True)
 class StepState:
     """The few columns of a step run that scheduling decisions need (cheap to load)."""
@@ -531,19 +547,20 @@ def _claim_batch(tx: RunTx, steps: list[StepState], worker: str, from_status: st
 
 
 def step_finish(step: StepRun, outcome: Outcome, *, lease_expired: bool = False) -> Ready:
-    ready, _ = steps_finish([(step, outcome)], lease_expired=lease_expired)
-    return ready
+    return steps_finish([(step, outcome)], lease_expired=lease_expired).ready
 
 
 def steps_finish(
     results: list[tuple[StepRun, Outcome]], *, lease_expired: bool = False, worker: str = ""
-) -> tuple[Ready, list[StepRun]]:
+) -> Finished:
     """running -> succeeded | failed | queued (retry) for steps of one run, then queue
     what became ready.
 
     With `worker`, also claim the next steps of the run for that worker in the same
-    transaction (newly ready ones first), so a chain costs one transaction per step.
-    Returns (steps to hand to other workers, the steps claimed)."""
+    transaction (newly ready ones first), so a chain costs one transaction per step; when
+    there are none, read with the commit whether other runs have steps no task will
+    bring (`Finished.other_work`), so that a worker looks for them only when there are:
+    a step handed to the broker gets its own task."""
     now = timezone.now()
     run_id = results[0][0].run_id
     with locked_run(run_id, with_states=not lease_expired) as tx:
@@ -590,13 +607,16 @@ def steps_finish(
         # A step that runs again had its outputs removed when it was reset (_reset_steps).
         tx.write(sql.insert_statements(StepOutput, sql.OUTPUT_NAMES, outputs))
         if not finished or tx.run.status in RUN_TERMINAL:
-            return [], []
+            return Finished([], [])
         ready, claimed = _advance(tx, steps, plan, claim_for=worker)
         if not claimed and worker and tx.run.status in RUN_ACTIVE:
             due = [s for s in steps if _is_due(s, now)]
             claimed = _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
+        unhanded = None
+        if worker and not claimed:
+            unhanded = tx.read_at_end(sql.unhanded_due_read(now))
         taken = {c.pk for c in claimed}
-        return [r for r in ready if r[0] not in taken], claimed
+        return Finished([r for r in ready if r[0] not in taken], claimed, unhanded)
 
 
 def _still_running(state: StepState | None, step: StepRun) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+import runs.tasks
 from runs import services
 from runs.engine import dispatch, ticker, transitions, worker
 from runs.models import Run, StepRun
@@ -33,19 +34,24 @@ def tasks(monkeypatch, no_background_worker):
     return sent
 
 
-def test_a_free_worker_takes_the_queued_steps_of_other_runs(make_workflow, tasks):
+def test_a_free_worker_takes_the_steps_no_task_will_bring_and_leaves_the_others(
+    make_workflow, tasks, settings
+):
+    settings.TRELLIS = {**settings.TRELLIS, "FANOUT_TASKS": 1}
     make_workflow(ONE_STEP)
-    runs = [services.run_start(workflow="d-one")[0] for _ in range(3)]
-    assert len(tasks) == 3
+    burst = services.run_bulk_start(workflow="d-one", inputs=[{}] * 3)
+    assert len(tasks) == 1, "the burst's other two steps are not handed out"
+    posted, _ = services.run_start(workflow="d-one")
+    assert len(tasks) == 2, "a run started alone gets its own task"
 
     executed = worker.execute_step(*tasks[0])
 
-    assert executed == 3, "one task ran its own step, then the two other runs' steps"
-    assert set(
-        Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)
-    ) == {"succeeded"}
-    # The other two tasks arrive late and find nothing to do.
-    assert worker.execute_step(*tasks[1]) == 0
+    assert executed == 3, "its own step, then the burst's two that no task will bring"
+    statuses = dict(Run.objects.values_list("pk", "status"))
+    assert {statuses[pk] for pk in burst} == {"succeeded"}
+    assert statuses[posted.pk] == "running", "left to its own task"
+    assert worker.execute_step(*tasks[1]) == 1
+    assert Run.objects.get(pk=posted.pk).status == "succeeded"
 
 
 def test_a_burst_gets_at_most_fanout_tasks_and_the_ticker_hands_out_the_rest(
@@ -154,31 +160,30 @@ def test_a_step_whose_task_was_lost_is_handed_out_again_once(make_workflow, task
 
 def test_a_finished_run_hands_its_slot_to_a_waiting_run_of_its_workflow(make_workflow, tasks):
     """The look for the workflow's waiting runs travels with the finishing transaction's
-    writes. On PostgreSQL the worker that freed the slot admits the waiting run itself,
-    and its look for other work then runs that run's step too; on SQLite an admission
-    task does it (inline, it took the write lock from the web's starts)."""
+    writes. On PostgreSQL the worker that freed the slot admits the waiting run itself;
+    on SQLite an admission task does it (inline, it took the write lock from the web's
+    starts). Either way the admitted run's step is handed out, to its own task."""
     make_workflow("name: d-limited\nmax_active_runs: 1\nsteps:\n  - {id: a, kind: noop}\n")
     first = services.run_start(workflow="d-limited")[0]
     waiting = services.run_start(workflow="d-limited")[0]
     assert (first.status, waiting.status) == ("running", "queued")
     assert tasks == [(StepRun.objects.get(run=first).pk, first.pk)]
 
-    worker.execute_step(*tasks.pop())
+    assert worker.execute_step(*tasks.pop()) == 1
 
     assert Run.objects.get(pk=first.pk).status == "succeeded"
     if connection.vendor != "postgresql":
         assert tasks == [(waiting.workflow_id,)], "one admission task"
         tasks.clear()
-        transitions.admit_waiting(waiting.workflow_id)
-        worker.execute_step(StepRun.objects.get(run=waiting).pk, waiting.pk)
-        assert tasks == [], "nothing waits any more: no admission task"
+        runs.tasks.admit_waiting(waiting.workflow_id)  # what the admission task runs
+    assert Run.objects.get(pk=waiting.pk).status == "running"
+    step = StepRun.objects.get(run=waiting)
+    assert tasks == [(step.pk, waiting.pk)], "a task for the admitted run's step only"
+    assert worker.execute_step(*tasks.pop()) == 1
+    assert tasks == [], "nothing waits any more: no admission task"
     first, waiting = Run.objects.get(pk=first.pk), Run.objects.get(pk=waiting.pk)
     assert waiting.status == "succeeded"
     assert waiting.started_at >= first.finished_at, "never two at once"
-    if connection.vendor == "postgresql":
-        step = StepRun.objects.get(run=waiting)
-        assert tasks == [(step.pk, waiting.pk)], "a hint for the admitted run's step only"
-        assert worker.execute_step(*tasks.pop()) == 0, "the hint finds its step taken"
 
 
 def test_a_stopping_worker_finishes_its_step_and_takes_no_more(make_workflow, tasks, monkeypatch):
