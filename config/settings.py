@@ -162,6 +162,9 @@ TRELLIS = {
     "FANOUT_TASKS": env_int("TRELLIS_FANOUT_TASKS", 16, minimum=1),
     # No-op steps a worker claims and finishes together.
     "BATCH_STEPS": env_int("TRELLIS_BATCH_STEPS", 16, minimum=1),
+    # PostgreSQL: prepare frequent statements per connection (off behind a pooler that
+    # hands one client several server connections).
+    "PREPARE_STATEMENTS": env_bool("TRELLIS_PREPARE_STATEMENTS", True),
 }
 
 # --- auth, API ------------------------------------------------------------------------

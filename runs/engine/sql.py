@@ -13,6 +13,7 @@ import re
 from datetime import UTC
 from functools import cache
 
+from django.conf import settings
 from django.db import connection, models
 
 from runs.models import Run, RunEvent, StepRun
@@ -65,6 +66,8 @@ def sendable(statement: str, params) -> tuple[str, list]:
     `Preparable` one has been sent PREPARE_AT times on this connection, the EXECUTE of
     its prepared form, whose parameters are the same."""
     if not isinstance(statement, Preparable) or (params and len(params) > MOST_PARAMS):
+        return statement, params
+    if not settings.TRELLIS["PREPARE_STATEMENTS"]:
         return statement, params
     record = getattr(connection, "trellis_prepared", None)
     if record is None or record.raw is not connection.connection:

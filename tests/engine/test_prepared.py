@@ -94,3 +94,14 @@ def test_runs_driven_through_prepared_statements_end_as_through_text(make_workfl
         "enqueued_at IS NULL",
     ):
         assert part in texts, part
+
+
+def test_nothing_is_prepared_when_switched_off(make_workflow, settings):
+    """TRELLIS_PREPARE_STATEMENTS=false, for a pooler that would send the EXECUTE to a
+    server connection that never saw the PREPARE."""
+    settings.TRELLIS = {**settings.TRELLIS, "PREPARE_STATEMENTS": False}
+    workflow = make_workflow(ONE_STEP)
+    connection.close()
+    for _ in range(sql.PREPARE_AT + 2):
+        assert sql.count_active_runs(workflow.pk) == 0
+    assert prepared_here() == []
