@@ -147,8 +147,10 @@ def gated(make_workflow):
 
 
 @pytest.fixture
-def failed_run(typed):
-    """A run of `typed` whose middle step failed, with a line of log in each step that ran."""
+def failed_run(typed, no_background_worker):
+    """A run of `typed` whose middle step failed, with a line of log in each step that ran.
+    Settled by hand, so no worker may take its steps meanwhile (a session worker left
+    running by an earlier test would, and record the attempt `settle` then writes)."""
     run = settle(start("typed", input={"n": 1}), RunStatus.FAILED, failed="transform")
     add_log(run, "extract", "extracted\n")
     add_log(run, "transform", "line one\nline two\n")
