@@ -10,7 +10,7 @@ The SQL is the common subset of SQLite (3.35+) and PostgreSQL: `RETURNING`, `IN`
 import hashlib
 import json
 import re
-from datetime import UTC
+from datetime import UTC, timedelta
 from functools import cache
 
 from django.conf import settings
@@ -186,16 +186,21 @@ _NEXT_DUE_RUN_SQLITE = (
 
 
 # Whether an active run has a due queued step that no broker task will bring (handing
-# it out failed or was capped: dispatch.enqueue_steps), read by a finishing worker that
-# has nothing of its own run left to claim.
+# it out failed or was capped: dispatch.enqueue_steps) or whose task is late (handed
+# out more than LATE_TASK_SECONDS ago: lost with a broker restart, or queued behind a
+# backlog), read by a finishing worker that has nothing of its own run left to claim.
 _UNHANDED_DUE = Preparable(
-    f"SELECT 1 FROM {_STEPS} s WHERE {_DUE} AND s.enqueued_at IS NULL "
+    f"SELECT 1 FROM {_STEPS} s WHERE {_DUE} "
+    "AND (s.enqueued_at IS NULL OR s.enqueued_at < %s) "
     f"AND EXISTS (SELECT 1 FROM {_RUNS} r WHERE r.id = s.run_id AND {_ACTIVE_RUN}) LIMIT 1"
 )
+LATE_TASK_SECONDS = 1.0
 
 
 def unhanded_due_read(now) -> "Read":
-    return Read(_UNHANDED_DUE, [connection.ops.adapt_datetimefield_value(now)])
+    adapt = connection.ops.adapt_datetimefield_value
+    late = now - timedelta(seconds=LATE_TASK_SECONDS)
+    return Read(_UNHANDED_DUE, [adapt(now), adapt(late)])
 
 
 def lock_run(

@@ -41,7 +41,8 @@ Ready = list[tuple[int, str]]  # (step_run_id, run_id) pairs to hand to workers
 class Finished:
     """What `steps_finish` did: the steps to hand to other workers, the run's next steps
     claimed for the worker, and when it claimed none, the read (sent with the commit) of
-    whether a due queued step waits that no broker task will bring."""
+    whether a due queued step waits that no broker task will bring, or whose task is
+    late (sql.unhanded_due_read)."""
 
     ready: Ready
     claimed: list[StepRun]
@@ -559,8 +560,8 @@ def steps_finish(
     With `worker`, also claim the next steps of the run for that worker in the same
     transaction (newly ready ones first), so a chain costs one transaction per step; when
     there are none, read with the commit whether other runs have steps no task will
-    bring (`Finished.other_work`), so that a worker looks for them only when there are:
-    a step handed to the broker gets its own task."""
+    bring, or whose task is late (`Finished.other_work`), so that a worker looks for
+    them only when there are: a step just handed to the broker gets its own task."""
     now = timezone.now()
     run_id = results[0][0].run_id
     with locked_run(run_id, with_states=not lease_expired) as tx:

@@ -58,8 +58,9 @@ def execute_step(step_run_id: int | None, run_id: str) -> int:
     # Then the queued steps of other runs that no broker task will bring: a burst of
     # ready steps gets only a few tasks (dispatch.enqueue_steps, the ticker), and a worker
     # that is free now needs no broker hop. The last finish read whether there are any
-    # (`other_work`); a step handed to the broker is left to its own task, which would
-    # otherwise find it taken and have made its round trips for nothing. On PostgreSQL
+    # (`other_work`); a step just handed to the broker is left to its own task, which
+    # would otherwise find it taken and have made its round trips for nothing. One whose
+    # task is late (a second: lost with the broker, or behind a backlog) is taken. On PostgreSQL
     # also when this task's own step was already taken: the task is the hint that there
     # is work, whichever step it names. On SQLite every look takes the database's write
     # lock, and another worker is stealing already (POST /runs under load there: 155-173

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 import runs.tasks
 from runs import services
-from runs.engine import dispatch, ticker, transitions, worker
+from runs.engine import dispatch, sql, ticker, transitions, worker
 from runs.models import Run, StepRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,6 +52,20 @@ def test_a_free_worker_takes_the_steps_no_task_will_bring_and_leaves_the_others(
     assert statuses[posted.pk] == "running", "left to its own task"
     assert worker.execute_step(*tasks[1]) == 1
     assert Run.objects.get(pk=posted.pk).status == "succeeded"
+
+
+def test_a_free_worker_takes_a_step_whose_task_is_late(make_workflow, tasks):
+    """Handed out longer ago than sql.LATE_TASK_SECONDS and still queued: its task was
+    lost (a broker restart) or waits behind a backlog, so a worker that is free takes it."""
+    make_workflow(ONE_STEP)
+    first, _ = services.run_start(workflow="d-one")
+    late, _ = services.run_start(workflow="d-one")
+    StepRun.objects.filter(run=late).update(
+        enqueued_at=timezone.now() - timedelta(seconds=sql.LATE_TASK_SECONDS + 5)
+    )
+
+    assert worker.execute_step(*tasks[0]) == 2, "its own step, then the late one"
+    assert Run.objects.get(pk=late.pk).status == "succeeded"
 
 
 def test_a_burst_gets_at_most_fanout_tasks_and_the_ticker_hands_out_the_rest(
