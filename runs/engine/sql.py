@@ -14,7 +14,7 @@ from datetime import UTC, timedelta
 from functools import cache
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import DatabaseError, connection, models
 
 from runs.models import Run, RunEvent, StepRun
 from runs.status import RUN_ACTIVE, RUN_NOT_STARTED
@@ -46,12 +46,34 @@ MOST_PARAMS = 100  # larger statements (multi-row inserts) are sent as text
 
 class _Prepared:
     """What has been prepared on one database connection, and how often other
-    statements were sent on it."""
+    statements were sent on it. `stale`: an EXECUTE failed because its statement no
+    longer fits (see `_watch_executes`); all of them are dropped before the next."""
 
     def __init__(self, raw):
         self.raw = raw
         self.executes: dict[str, str] = {}
         self.uses: dict[str, int] = {}
+        self.stale = False
+
+
+# "cached plan must not change result type" (a migration changed a column a prepared
+# statement returns, while this process ran) and "prepared statement does not exist"
+# (something dropped it: a pooler, DISCARD ALL).
+_STALE_STATES = frozenset({"0A000", "26000"})
+
+
+def _watch_executes(execute, sql, params, many, context):
+    """A Django execute wrapper: an EXECUTE of ours failing as stale marks the connection's
+    record, so that the next statement starts the connection afresh (the failing one
+    fails once, as any statement would whose table changed under it)."""
+    try:
+        return execute(sql, params, many, context)
+    except DatabaseError as error:
+        state = getattr(error.__cause__, "sqlstate", None)
+        record = getattr(context["connection"], "trellis_prepared", None)
+        if state in _STALE_STATES and record is not None and "EXECUTE trellis_" in sql:
+            record.stale = True
+        raise
 
 
 def _sendable_here(statement: str, params) -> tuple[str, list]:
@@ -70,8 +92,14 @@ def sendable(statement: str, params) -> tuple[str, list]:
     if not settings.TRELLIS["PREPARE_STATEMENTS"]:
         return statement, params
     record = getattr(connection, "trellis_prepared", None)
+    if record is not None and record.stale and record.raw is connection.connection:
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+        record = None
     if record is None or record.raw is not connection.connection:
         record = connection.trellis_prepared = _Prepared(connection.connection)
+        if _watch_executes not in connection.execute_wrappers:
+            connection.execute_wrappers.append(_watch_executes)
     execute = record.executes.get(statement)
     if execute is not None:
         return execute, params

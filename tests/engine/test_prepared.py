@@ -105,3 +105,26 @@ def test_nothing_is_prepared_when_switched_off(make_workflow, settings):
     for _ in range(sql.PREPARE_AT + 2):
         assert sql.count_active_runs(workflow.pk) == 0
     assert prepared_here() == []
+
+
+def test_a_statement_whose_table_changed_fails_once_then_is_prepared_again(make_workflow):
+    """A migration run while the process keeps its connection: the prepared statement's
+    result no longer fits. That call fails, as any would, and the next ones work."""
+    from django.db import DatabaseError
+
+    workflow = make_workflow(ONE_STEP)
+    run, _ = services.run_start(workflow=workflow)
+    connection.close()
+    for _ in range(sql.PREPARE_AT):
+        assert [row[2] for row in sql.step_state_rows(run.pk)] == ["only"]
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE runs_steprun ALTER COLUMN step_id TYPE varchar(101)")
+    try:
+        with pytest.raises(DatabaseError, match="cached plan must not change result type"):
+            sql.step_state_rows(run.pk)
+        for _ in range(sql.PREPARE_AT + 1):
+            assert [row[2] for row in sql.step_state_rows(run.pk)] == ["only"]
+        assert any("runs_steprun" in text for text in prepared_here())
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE runs_steprun ALTER COLUMN step_id TYPE varchar(100)")

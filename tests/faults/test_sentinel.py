@@ -21,6 +21,11 @@ name: sentinel-check
 steps:
   - {id: only, kind: noop}
 """
+HELD = """
+name: sentinel-held
+steps:
+  - {id: hold, kind: shell, command: ["sleep", "61.25"]}
+"""
 
 
 def sentinel_of(cluster) -> int:
@@ -44,9 +49,26 @@ def alive(pid: int) -> bool:
         return False
 
 
+def commands(argv: list[str]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if cmdline.read().split(b"\0")[:-1] == [a.encode() for a in argv]:
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return [pid for pid in found if alive(pid)]
+
+
 def test_a_killed_sentinel_is_replaced_and_its_orphans_killed(clusters, make_workflow):
     make_workflow(ONE_STEP)
+    make_workflow(HELD)
     cluster = clusters()
+    held, _ = services.run_start(workflow="sentinel-held")
+    step_commands = wait_until(
+        lambda: commands(["sleep", "61.25"]), timeout=30, message="the shell step running"
+    )
     sentinel = sentinel_of(cluster)
     old_processes = [pid for pid in process_tree(sentinel)]
     assert len(old_processes) >= 4, "sentinel, 2 workers, pusher and monitor"
@@ -65,6 +87,10 @@ def test_a_killed_sentinel_is_replaced_and_its_orphans_killed(clusters, make_wor
     ).stdout
     assert sentinel_of(cluster) != sentinel
     assert "sentinel died" in cluster.output()
+    assert not [pid for pid in step_commands if alive(pid)], (
+        "a killed worker's step command, in a session of its own, runs on"
+    )
+    services.run_cancel(run_id=held.pk, grace_seconds=0)
 
     run, _ = services.run_start(workflow="sentinel-check")
     wait_until(

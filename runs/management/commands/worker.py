@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -57,13 +58,15 @@ class Command(BaseCommand):
             # The forked processes must not share this process's database connection: one
             # closing its copy would close it for the ticker too.
             connections.close_all()
-            cluster = Cluster()  # which sets its own signal handlers
+            cluster = Cluster()
+            # Cluster() set handlers of its own: ours again at once, so that a signal while
+            # the cluster starts stops this process too, not just the new sentinel.
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
             # Objects that exist now are never collected, so the collector does not write
             # to (and un-share) the pages the forked processes inherit.
             gc.freeze()
-            cluster.start()
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
+            cluster.start()  # raises if the new sentinel cannot start (broker down): exit
             return cluster
 
         become_subreaper()
@@ -104,19 +107,25 @@ def stop_cluster(cluster) -> None:
     sentinel killed while asleep there never does (SIGTERM sent to the whole process
     group, as `pkill` or systemd's default KillMode do: the sentinel does not catch it),
     and the stop would wait forever. So it runs in a thread, given up once the sentinel
-    is gone; whatever is left is killed."""
+    is gone; then whatever the cluster left is killed."""
     stopper = threading.Thread(target=cluster.stop, daemon=True)
     stopper.start()
     while stopper.is_alive() and cluster.sentinel.is_alive():
         stopper.join(0.2)
-    kill_children()
+    if stopper.is_alive():
+        kill_children()
 
 
 def become_subreaper() -> None:
     """Orphaned descendants (a dead sentinel's workers) become this process's children,
-    not init's, so that it can find and kill them. Linux only; elsewhere, nothing."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    not init's, so that it can find and kill them. Linux only: elsewhere, and where the
+    call fails, a dead sentinel's processes are not found (logged)."""
+    try:
+        adopted = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        adopted = -1
+    if adopted != 0:
+        logger.warning("not a subreaper: a dead sentinel's processes would not be found")
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -125,6 +134,8 @@ PR_SET_CHILD_SUBREAPER = 36
 def children() -> list[int]:
     me = os.getpid()
     found = []
+    if not os.path.isdir("/proc"):
+        return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -137,19 +148,30 @@ def children() -> list[int]:
     return found
 
 
-def kill_children() -> None:
+def kill_children(seconds: float = 10.0) -> None:
     """SIGKILL and reap every child of this process (the ticker has none of its own):
-    what a stopped or dead cluster left behind."""
-    for pid in children():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+    what a dead cluster left behind, until none is left. A killed worker's step command
+    (its own session: executors) is adopted in turn, and killed with its process group
+    at the next round, so that it cannot run on beside the step's next attempt. So is a
+    process a step left running in the background on purpose."""
+    deadline = time.monotonic() + seconds
+    while (pids := children()) and time.monotonic() < deadline:
+        ours = os.getpgrp()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid != ours:  # a step's own group: all of it
+                    os.killpg(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def reap_adopted(sentinel_pid: int) -> None:
     """Reap adopted descendants that have exited (a step's own background process, say),
     leaving the sentinel to multiprocessing, which reaps it itself."""
+    if not hasattr(os, "waitid"):  # macOS: no subreaper either
+        return
     while True:
         try:
             exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
