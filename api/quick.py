@@ -130,8 +130,6 @@ def to_datetime(value) -> datetime:
 def sendable(statement: str, params: list) -> tuple[str, list]:
     """On PostgreSQL, the statement prepared once a connection has sent it a few times:
     planning the page's join costs more than reading it (see runs.engine.sql)."""
-    if connection.vendor != "postgresql":
-        return statement, params
     return engine_sql.sendable(engine_sql.Preparable(statement), params)
 
 

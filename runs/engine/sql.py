@@ -76,20 +76,16 @@ def _watch_executes(execute, sql, params, many, context):
         raise
 
 
-def _sendable_here(statement: str, params) -> tuple[str, list]:
-    """`sendable` on PostgreSQL; the statement as it is on SQLite."""
-    if connection.vendor != "postgresql":
-        return statement, params
-    return sendable(statement, params)
-
-
 def sendable(statement: str, params) -> tuple[str, list]:
     """(statement, params) to send PostgreSQL: the statement itself, or once a
     `Preparable` one has been sent PREPARE_AT times on this connection, the EXECUTE of
-    its prepared form, whose parameters are the same."""
-    if not isinstance(statement, Preparable) or (params and len(params) > MOST_PARAMS):
-        return statement, params
-    if not settings.TRELLIS["PREPARE_STATEMENTS"]:
+    its prepared form, whose parameters are the same. Elsewhere, the statement."""
+    if (
+        not isinstance(statement, Preparable)
+        or (params and len(params) > MOST_PARAMS)
+        or connection.vendor != "postgresql"
+        or not settings.TRELLIS["PREPARE_STATEMENTS"]
+    ):
         return statement, params
     record = getattr(connection, "trellis_prepared", None)
     if record is not None and record.stale and record.raw is connection.connection:
@@ -286,7 +282,7 @@ def step_state_rows(run_id: str) -> list[tuple]:
     """(id, run_id, step_id, kind, status, continue_on_failure, not_before, attempt,
     max_attempts, waiting_since) of every step of the run, in definition order."""
     with connection.cursor() as cursor:
-        cursor.execute(*_sendable_here(_STATES_SELECT, [run_id]))
+        cursor.execute(*sendable(_STATES_SELECT, [run_id]))
         return _states(cursor.fetchall())
 
 
@@ -337,7 +333,7 @@ def update(model, fields: dict, where: str, params: list, returning: str = ""):
     if returning:
         statement = Preparable(f"{statement} RETURNING {returning}")
     with connection.cursor() as cursor:
-        cursor.execute(*_sendable_here(statement, values))
+        cursor.execute(*sendable(statement, values))
         return cursor.fetchall() if returning else cursor.rowcount
 
 
@@ -497,7 +493,7 @@ def count_active_runs(workflow_id: int | None = None) -> int:
     if workflow_id is not None:
         statement, params = _COUNT_ACTIVE_OF, [workflow_id]
     with connection.cursor() as cursor:
-        cursor.execute(*_sendable_here(statement, params))
+        cursor.execute(*sendable(statement, params))
         return cursor.fetchone()[0]
 
 
@@ -568,7 +564,7 @@ def workflow_by_name(name: str):
     from workflows.models import Workflow, WorkflowVersion
 
     with connection.cursor() as cursor:
-        cursor.execute(*_sendable_here(_workflow_select(), [name]))
+        cursor.execute(*sendable(_workflow_select(), [name]))
         row = cursor.fetchone()
     if row is None:
         return None
