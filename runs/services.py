@@ -10,7 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from runs.engine import sql, transitions
-from runs.engine.dispatch import enqueue_steps
+from runs.engine.dispatch import enqueue_steps, tasks_waiting
 from runs.engine.errors import Conflict, InvalidInput, NotFound
 from runs.engine.plan import plan_for
 from runs.models import Run, RunEvent, StepRun, new_run_id
@@ -93,20 +93,25 @@ def run_start(
         )
     scheduled = start_at is not None and start_at > timezone.now()
     run = _new_run(workflow, value, params, trigger, user, start_at, logical_date, idempotency_key)
+    # While tasks wait in the broker no worker is free: the first that is takes the new
+    # run's steps without a task of their own (dispatch.tasks_waiting).
+    hand_out = scheduled or not tasks_waiting()
     try:
         if _start_needs_transaction(workflow, run):
             with transaction.atomic():
                 if workflow.definition.get("max_active_runs"):
                     # Serialise starts of this workflow so its active runs count right.
                     workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
-                ready = transitions.admit_new_run(workflow, run, scheduled=scheduled)
+                ready = transitions.admit_new_run(
+                    workflow, run, scheduled=scheduled, hand_out=hand_out
+                )
                 transaction.on_commit(lambda: enqueue_steps(ready))
         else:
             # No lock to count under: the count read with the workflow is as good.
             active_runs = getattr(workflow, "active_runs_read", None)
             enqueue_steps(
                 transitions.admit_new_run(
-                    workflow, run, scheduled=scheduled, active_runs=active_runs
+                    workflow, run, scheduled=scheduled, active_runs=active_runs, hand_out=hand_out
                 )
             )
     except IntegrityError:

@@ -56,6 +56,19 @@ def pending_tasks() -> int:
     return broker().queue_size()
 
 
+def tasks_waiting() -> bool:
+    """Whether tasks wait in the broker, so that no worker is free to take a new one at
+    once: a run started then gets no task (`hand_out=False`). The first worker to be free
+    takes its steps anyway, told by its last finish that steps no task will bring wait
+    (transitions.Finished.other_work), and a task would only find them taken then; if no
+    worker does, the ticker hands them out. A broker that cannot answer says no: the
+    steps then go to it, and if it fails, to the ticker."""
+    try:
+        return pending_tasks() > 0
+    except Exception:  # the broker's own errors differ by broker: Redis, the ORM
+        return False
+
+
 def enqueue_admission(workflow_id: int) -> None:
     try:
         async_task("runs.tasks.admit_waiting", workflow_id, broker=broker())

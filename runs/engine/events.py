@@ -22,6 +22,11 @@ class RunTx:
         self.writes: list[tuple[str, list]] = []
         self.reads: list[sql.Read] = []
         self.after_commit: list = []
+        # Set by a worker that admits the workflow's waiting runs itself when this
+        # transaction ends the run (transitions.admit_waiting_claiming): the read of
+        # whether any wait is left to it, instead of an admission after the commit.
+        self.admits_itself = False
+        self.waiting: sql.Read | None = None
 
     def event(self, type: str, status: str, step_id: str = "", **data) -> None:
         self.run.event_seq += 1

@@ -185,6 +185,7 @@ def _from_row(model, row) -> models.Model:
 
 _DUE = "s.status = 'queued' AND (s.not_before IS NULL OR s.not_before <= %s)"
 _ACTIVE_RUN = "r.status IN ('running', 'waiting')"
+_NOT_STARTED = ", ".join(repr(str(s)) for s in sorted(RUN_NOT_STARTED))
 _RUN_COLUMNS = ", ".join(f"r.{f.column}" for f in _RUN_FIELDS.values())
 _RUNS, _STEPS = Run._meta.db_table, StepRun._meta.db_table
 
@@ -471,7 +472,7 @@ def succeed_steps_statement(rows: list[tuple]) -> tuple[str, list]:
 
 _WAITING_RUN = Preparable(
     f"SELECT 1 FROM {Run._meta.db_table} WHERE workflow_id = %s "
-    f"AND status IN ({', '.join(repr(str(s)) for s in sorted(RUN_NOT_STARTED))}) LIMIT 1"
+    f"AND status IN ({_NOT_STARTED}) LIMIT 1"
 )
 
 
@@ -497,15 +498,70 @@ def count_active_runs(workflow_id: int | None = None) -> int:
         return cursor.fetchone()[0]
 
 
+# PostgreSQL, the worker that freed a slot: the workflow's oldest runs that have not
+# started and may start now, as many as the global cap has room for, skipping those
+# another transaction holds; with each, whether it has step rows already. Before them,
+# the workflow's max_active_runs: a workflow with one counts its runs under its row lock.
+@cache
+def _workflow_limit() -> Preparable:
+    from workflows.models import Workflow
+
+    table = Workflow._meta.db_table
+    return Preparable(f"SELECT definition -> 'max_active_runs' FROM {table} WHERE id = %s")
+
+
+@cache
+def _admissible_runs(cap: int) -> Preparable:
+    return Preparable(
+        f"SELECT {_RUN_COLUMNS}, EXISTS (SELECT 1 FROM {_STEPS} s WHERE s.run_id = r.id) "
+        f"FROM {_RUNS} r WHERE r.workflow_id = %s AND r.status IN ({_NOT_STARTED}) "
+        "AND (r.start_at IS NULL OR r.start_at <= %s) ORDER BY r.created_at "
+        f"LIMIT GREATEST({int(cap)} - ({_COUNT_ACTIVE}), 0) FOR UPDATE OF r SKIP LOCKED"
+    )
+
+
+def begin_admission(workflow_id: int, now) -> tuple[bool, list[tuple[Run, bool]]]:
+    """BEGIN, and in the same round trip whether the workflow limits its active runs, and
+    the runs it may start now, locked, each with whether it has step rows
+    (`_admissible_runs`). PostgreSQL, in autocommit: the caller ends the transaction."""
+    cap = settings.TRELLIS["MAX_CONCURRENT_RUNS"]
+    statements = [
+        ("BEGIN", []),
+        (_workflow_limit(), [workflow_id]),
+        (_admissible_runs(cap), [workflow_id, connection.ops.adapt_datetimefield_value(now)]),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(*_joined(cursor, statements))
+        cursor.nextset()
+        limit = cursor.fetchone()
+        cursor.nextset()
+        rows = cursor.fetchall()
+    limited = bool(limit and limit[0])
+    return limited, [(_from_row(Run, row[:-1]), row[-1]) for row in rows]
+
+
+def rollback() -> None:
+    """End the transaction opened with a BEGIN of ours (autocommit), undoing it."""
+    with connection.cursor() as cursor:
+        cursor.execute("ROLLBACK")
+
+
 _STEP_NAMES = [name for name in _columns(StepRun) if name != "id"]
 
 
 def insert_run(run: Run, steps: list[StepRun], events: list[tuple]) -> None:
     """Insert a new run with its step rows (if any) and events; the steps get their ids.
-    On PostgreSQL one round trip (the steps' INSERT last, for its RETURNING), which is a
-    transaction of its own when none is open."""
+    On PostgreSQL one round trip, which is a transaction of its own when none is open."""
     statements = insert_statements(Run, list(_RUN_FIELDS), [_values(run, _RUN_FIELDS)])
     statements += insert_statements(RunEvent, EVENT_NAMES, events)
+    insert_steps(steps, after=statements)
+    run._state.adding, run._state.db = False, connection.alias
+
+
+def insert_steps(steps: list[StepRun], *, after: list, commit: bool = False) -> None:
+    """Run the statements `after`, then insert `steps`, which get their ids. On PostgreSQL
+    one round trip (the steps' INSERT last, for its RETURNING), ending with the COMMIT
+    of the open transaction when `commit` is set."""
     step_rows = [_values(step, _STEP_NAMES) for step in steps]
     returning = [
         (Preparable(into + " RETURNING id"), params)
@@ -514,17 +570,20 @@ def insert_run(run: Run, steps: list[StepRun], events: list[tuple]) -> None:
     ids = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(*_joined(cursor, [*statements, *returning]))
+            closing = [("COMMIT", [])] if commit else []
+            cursor.execute(*_joined(cursor, [*after, *returning, *closing]))
             ids = _returned_ids(cursor)
         else:
-            for statement, values in statements:
+            for statement, values in after:
                 cursor.execute(statement, values)
             for statement, values in returning:
                 cursor.execute(statement, values)
                 ids += [row[0] for row in cursor.fetchall()]
+            if commit:
+                cursor.execute("COMMIT")
     for step, pk in zip(steps, ids, strict=True):
         step.pk = pk
-    for row in (run, *steps):  # saved: a later save() is an UPDATE, not an INSERT
+    for row in steps:  # saved: a later save() is an UPDATE, not an INSERT
         row._state.adding, row._state.db = False, connection.alias
 
 

@@ -6,12 +6,13 @@ transaction. A transition that finds the row already moved does nothing, so a ta
 delivered twice, or two workers racing, is harmless.
 """
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import Error, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -47,11 +48,19 @@ class Finished:
     ready: Ready
     claimed: list[StepRun]
     unhanded: sql.Read | None = None
+    # The run ended and the worker admits its workflow's waiting runs itself: whether
+    # any wait (sql.waiting_runs_read, sent with the commit).
+    waiting: sql.Read | None = None
+    workflow_id: int | None = None
 
     @property
     def other_work(self) -> bool:
         """Whether to look for other runs' steps: when nothing was read, maybe."""
         return self.unhanded is None or bool(self.unhanded.rows)
+
+    @property
+    def runs_waiting(self) -> bool:
+        return self.waiting is not None and bool(self.waiting.rows)
 
 
 @dataclass(slots=True)
@@ -112,12 +121,19 @@ UNLIMITED = 10**9
 
 
 def admit_new_run(
-    workflow: Workflow, run: Run, *, scheduled: bool = False, active_runs: int | None = None
+    workflow: Workflow,
+    run: Run,
+    *,
+    scheduled: bool = False,
+    active_runs: int | None = None,
+    hand_out: bool = True,
 ) -> Ready:
     """Insert a new run (built, not saved) in its first state: running with its root
     steps queued when a slot is free, else queued, skipped or replacing the oldest run,
     per `overlap`. With `max_active_runs` the caller holds the workflow row lock.
-    `active_runs`: the count of active runs, if the caller read it already."""
+    `active_runs`: the count of active runs, if the caller read it already.
+    `hand_out=False`: the root steps go in marked not handed out (dispatch.tasks_waiting),
+    and the caller sends them no task."""
     now = run.created_at = timezone.now()
     if scheduled:
         return _insert_waiting(run, RunStatus.SCHEDULED)
@@ -137,9 +153,9 @@ def admit_new_run(
     if not plan.starts_fresh:
         _insert_waiting(run, RunStatus.PENDING)
         return start_run(run.pk)
-    rows, events = _begin_fresh(run, plan, now)
+    rows, events = _begin_fresh(run, plan, now, hand_out=hand_out)
     sql.insert_run(run, rows, [_event_row(event) for event in events])
-    return [(row.pk, run.pk) for row in rows if row.status == StepStatus.QUEUED]
+    return [(row.pk, run.pk) for row in rows if row.status == StepStatus.QUEUED and hand_out]
 
 
 def _event_row(event: RunEvent) -> tuple:
@@ -153,9 +169,12 @@ def _insert_waiting(run: Run, status: str, **data) -> Ready:
     return []
 
 
-def _begin_fresh(run: Run, plan: Plan, now) -> tuple[list[StepRun], list[RunEvent]]:
+def _begin_fresh(
+    run: Run, plan: Plan, now, *, hand_out: bool = True
+) -> tuple[list[StepRun], list[RunEvent]]:
     """Make a run that has no step rows yet start now: set its fields, and return its
-    step rows (roots queued) and events for the caller to insert."""
+    step rows (roots queued; with `hand_out` False marked not handed out) and events for
+    the caller to insert."""
     timeout = plan.definition.get("timeout")
     run.status, run.started_at = RunStatus.RUNNING, now
     run.deadline_at = now + timedelta(seconds=timeout) if timeout else None
@@ -173,7 +192,7 @@ def _begin_fresh(run: Run, plan: Plan, now) -> tuple[list[StepRun], list[RunEven
     ]
     for row in rows:
         if row.step_id in plan.roots:
-            row.status, row.enqueued_at = StepStatus.QUEUED, now
+            row.status, row.enqueued_at = StepStatus.QUEUED, now if hand_out else None
             events.append(
                 RunEvent(
                     run_id=run.pk,
@@ -235,6 +254,78 @@ def _start_fresh(runs: list[Run], now) -> Ready:
     StepRun.objects.bulk_create(rows)
     RunEvent.objects.bulk_create(events)
     return [(row.pk, row.run_id) for row in rows if row.status == StepStatus.QUEUED]
+
+
+def admit_waiting_claiming(workflow_id: int, worker: str) -> tuple[Ready, list[StepRun]]:
+    """Called by the worker whose run just ended, freeing a slot, when runs of the
+    workflow wait (PostgreSQL): start the oldest that fit and claim the first one's root
+    steps for `worker`, which runs them next. Two round trips, and the run it takes
+    needs no broker task. Under a load the workers cannot keep up with, most runs wait
+    at the global cap and start this way: before, each cost an admission of about ten
+    statements, a broker hop and a claim. Returns (steps for the broker, steps claimed).
+
+    A workflow with max_active_runs, whose count needs its row lock, and runs that are
+    not fresh (with step rows already, or an approval first) go through admit_waiting
+    and start_run. On a failure the runs stay waiting: the ticker admits them."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return admit_waiting(workflow_id), []
+    now = timezone.now()
+    try:
+        connection.ensure_connection()
+        limited, candidates = sql.begin_admission(workflow_id, now)
+        if limited:
+            sql.rollback()
+            return admit_waiting(workflow_id), []
+        fresh = [run for run, steps in candidates if not steps and plan_for(run).starts_fresh]
+        writes, rows, events, claimed = [], [], [], []
+        for run in fresh:
+            run_rows, run_events = _begin_fresh(run, plan_for(run), now)
+            if worker and not claimed:
+                claimed = _claim_new_rows(run, run_rows, run_events, worker, now)
+            changes = {
+                "status": run.status,
+                "started_at": now,
+                "deadline_at": run.deadline_at,
+                "event_seq": run.event_seq,
+            }
+            writes.append(sql.update_statement(Run, changes, "id = %s", [run.pk]))
+            rows += run_rows
+            events += [_event_row(event) for event in run_events]
+        writes += sql.insert_statements(RunEvent, sql.EVENT_NAMES, events)
+        sql.insert_steps(rows, after=writes, commit=True)
+    except Exception:
+        with contextlib.suppress(Error):
+            sql.rollback()
+        logger.exception("admitting the waiting runs of workflow %s failed", workflow_id)
+        return [], []
+    ready = [(row.pk, row.run_id) for row in rows if row.status == StepStatus.QUEUED]
+    for run, _ in candidates:
+        if run not in fresh:
+            ready += start_run(run.pk)
+    return ready, claimed
+
+
+def _claim_new_rows(run: Run, rows: list[StepRun], events: list, worker: str, now) -> list:
+    """Claim a new run's queued root steps (`_pick_batch`) for `worker` before they are
+    inserted: their rows go in running, after their queued event."""
+    batch = _pick_batch([row for row in rows if row.status == StepStatus.QUEUED])
+    lease_until = now + timedelta(seconds=lease_seconds())
+    for row in batch:
+        row.status, row.attempt, row.started_at = StepStatus.RUNNING, 1, now
+        row.lease_expires_at, row.worker = lease_until, worker
+        run.event_seq += 1
+        events.append(
+            RunEvent(
+                run_id=run.pk,
+                seq=run.event_seq,
+                type="step.status",
+                step_id=row.step_id,
+                status=StepStatus.RUNNING,
+                data={"attempt": 1},
+                created_at=now,
+            )
+        )
+    return batch
 
 
 def _cancel_oldest_active(workflow: Workflow, count: int) -> None:
@@ -432,7 +523,10 @@ def _finish_run(tx: RunTx, status: str, reason: str, error: str, now) -> None:
     # transaction's writes, rather than in a round trip of its own after it.
     workflow_id = tx.run.workflow_id
     waiting = tx.read_at_end(sql.waiting_runs_read(workflow_id))
-    tx.after_commit.append(lambda: _after_run_finished(workflow_id, waiting))
+    if tx.admits_itself:
+        tx.waiting = waiting
+    else:
+        tx.after_commit.append(lambda: _after_run_finished(workflow_id, waiting))
 
 
 def _after_run_finished(workflow_id: int, waiting: sql.Read) -> None:
@@ -565,6 +659,7 @@ def steps_finish(
     now = timezone.now()
     run_id = results[0][0].run_id
     with locked_run(run_id, with_states=not lease_expired) as tx:
+        tx.admits_itself = bool(worker) and connection.vendor == "postgresql"
         plan = plan_for(tx.run)
         if lease_expired:
             # A lease is renewed without the run lock, so only the guarded UPDATE can
@@ -617,7 +712,8 @@ def steps_finish(
         if worker and not claimed:
             unhanded = tx.read_at_end(sql.unhanded_due_read(now))
         taken = {c.pk for c in claimed}
-        return Finished([r for r in ready if r[0] not in taken], claimed, unhanded)
+        ready = [r for r in ready if r[0] not in taken]
+        return Finished(ready, claimed, unhanded, tx.waiting, tx.run.workflow_id)
 
 
 def _still_running(state: StepState | None, step: StepRun) -> bool:

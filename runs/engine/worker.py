@@ -2,7 +2,8 @@
 
 A task drains its run: when it finishes steps it claims the next ready (or queued) steps
 of the same run in the same transaction and runs them, so a chain costs no broker round
-trip per step. No-op steps are claimed and finished in batches.
+trip per step. No-op steps are claimed and finished in batches. When the run ends and
+runs of its workflow wait for the slot it freed, the task starts the next and runs it.
 Other newly ready steps go to the broker as hints for other workers; a hint whose step
 was already taken claims the next queued step of the run. A task that has drained its
 run goes on with the oldest due queued step of any run, until none is left.
@@ -88,6 +89,9 @@ def drain(batch: list[StepRun], worker: str) -> tuple[int, bool]:
         finished = transitions.steps_finish(results, worker=claim_for)
         enqueue_steps(finished.ready)
         batch, other_work = finished.claimed, finished.other_work
+        if finished.runs_waiting:  # the run ended, freeing a slot: take the next one
+            ready, batch = transitions.admit_waiting_claiming(finished.workflow_id, claim_for)
+            enqueue_steps(ready)
     return executed, other_work
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 import runs.tasks
 from runs import services
 from runs.engine import dispatch, sql, ticker, transitions, worker
-from runs.models import Run, StepRun
+from runs.models import Run, RunEvent, StepRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,17 +41,48 @@ def test_a_free_worker_takes_the_steps_no_task_will_bring_and_leaves_the_others(
     make_workflow(ONE_STEP)
     burst = services.run_bulk_start(workflow="d-one", inputs=[{}] * 3)
     assert len(tasks) == 1, "the burst's other two steps are not handed out"
+    burst_task = tasks.pop()  # a worker took it from the broker
     posted, _ = services.run_start(workflow="d-one")
-    assert len(tasks) == 2, "a run started alone gets its own task"
+    assert len(tasks) == 1, "a run started alone, no task waiting: it gets its own task"
 
-    executed = worker.execute_step(*tasks[0])
+    executed = worker.execute_step(*burst_task)
 
     assert executed == 3, "its own step, then the burst's two that no task will bring"
     statuses = dict(Run.objects.values_list("pk", "status"))
     assert {statuses[pk] for pk in burst} == {"succeeded"}
     assert statuses[posted.pk] == "running", "left to its own task"
-    assert worker.execute_step(*tasks[1]) == 1
+    assert worker.execute_step(*tasks.pop()) == 1
     assert Run.objects.get(pk=posted.pk).status == "succeeded"
+
+
+def test_a_run_started_while_tasks_wait_gets_none_and_the_first_free_worker_takes_it(
+    make_workflow, tasks
+):
+    """While tasks wait in the broker no worker is free, and the one that gets free first
+    would find the new run's step taken by then: the step goes in not handed out. The
+    worker that runs the waiting task takes it after its own."""
+    make_workflow(ONE_STEP)
+    first, _ = services.run_start(workflow="d-one")
+    second, _ = services.run_start(workflow="d-one")
+
+    assert tasks == [(StepRun.objects.get(run=first).pk, first.pk)], "no task for the second"
+    step = StepRun.objects.get(run=second)
+    assert (step.status, step.enqueued_at) == ("queued", None), "marked not handed out"
+
+    assert worker.execute_step(*tasks.pop()) == 2, "the waiting task's step, then the other"
+    assert Run.objects.get(pk=second.pk).status == "succeeded"
+
+
+def test_a_run_started_while_tasks_wait_is_handed_out_by_the_ticker_if_no_worker_came(
+    make_workflow, tasks
+):
+    make_workflow(ONE_STEP)
+    services.run_start(workflow="d-one")
+    second, _ = services.run_start(workflow="d-one")
+    tasks.clear()  # the waiting task was taken, and its worker is busy elsewhere
+
+    assert ticker.enqueue_due_queued() == 1
+    assert tasks == [(StepRun.objects.get(run=second).pk, second.pk)]
 
 
 def test_a_free_worker_takes_a_step_whose_task_is_late(make_workflow, tasks):
@@ -200,14 +231,113 @@ def test_a_finished_run_hands_its_slot_to_a_waiting_run_of_its_workflow(make_wor
     assert waiting.started_at >= first.finished_at, "never two at once"
 
 
+def event_trail(run: Run) -> list[tuple]:
+    events = RunEvent.objects.filter(run=run).order_by("seq")
+    return list(events.values_list("seq", "type", "step_id", "status"))
+
+
+def test_the_worker_that_frees_a_slot_under_the_global_cap_runs_the_waiting_run_itself(
+    make_workflow, tasks, settings
+):
+    """Past TRELLIS_MAX_CONCURRENT_RUNS new runs wait. On PostgreSQL the worker whose run
+    ends starts the oldest waiting run of its workflow and runs its root steps itself: no
+    broker task for it. On SQLite an admission task starts it (the web's starts need the
+    write lock), and its step goes to the broker."""
+    settings.TRELLIS = {**settings.TRELLIS, "MAX_CONCURRENT_RUNS": 1}
+    make_workflow(ONE_STEP)
+    first = services.run_start(workflow="d-one")[0]
+    waiting = [services.run_start(workflow="d-one")[0] for _ in range(2)]
+    assert [run.status for run in waiting] == ["queued", "queued"]
+
+    executed = worker.execute_step(*tasks.pop())
+
+    statuses = {run.pk: Run.objects.get(pk=run.pk).status for run in [first, *waiting]}
+    if connection.vendor != "postgresql":
+        assert executed == 1
+        assert tasks == [(first.workflow_id,)], "one admission task"
+        return
+    assert executed == 3, "its own run, then each waiting run as the one before ended"
+    assert tasks == [], "no broker task for a run the worker took"
+    assert set(statuses.values()) == {"succeeded"}
+    assert event_trail(waiting[0]) == [
+        (1, "run.status", "", "queued"),
+        (2, "run.status", "", "running"),
+        (3, "step.status", "a", "queued"),
+        (4, "step.status", "a", "running"),
+        (5, "step.status", "a", "succeeded"),
+        (6, "run.status", "", "succeeded"),
+    ]
+    step = StepRun.objects.get(run=waiting[0])
+    attempts = list(step.attempts.values_list("number", "status", "worker"))
+    assert attempts == [(1, "succeeded", step.worker)] and step.worker
+    assert Run.objects.get(pk=waiting[0].pk).event_seq == 6
+    ordered = [Run.objects.get(pk=run.pk) for run in [first, *waiting]]
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        assert after.started_at >= before.finished_at, "never two at once"
+
+
+def test_a_taken_waiting_run_of_many_roots_runs_its_no_ops_as_one_batch(
+    make_workflow, tasks, settings
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("on SQLite an admission task starts waiting runs (test above)")
+    settings.TRELLIS = {**settings.TRELLIS, "MAX_CONCURRENT_RUNS": 1, "BATCH_STEPS": 2}
+    make_workflow(ONE_STEP)
+    make_workflow(
+        "name: d-roots\nsteps:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop}\n"
+        "  - {id: c, kind: noop}\n  - {id: d, kind: noop, depends_on: [a, b, c]}\n"
+    )
+    one = services.run_start(workflow="d-one")[0]
+    roots = services.run_start(workflow="d-roots")[0]
+    assert (one.status, roots.status) == ("running", "queued")
+
+    ready, claimed = transitions.admit_waiting_claiming(roots.workflow_id, "w1")
+
+    assert ready == [], "the cap is full: nothing starts"
+    assert claimed == []
+    Run.objects.filter(pk=one.pk).update(status="succeeded")
+    ready, claimed = transitions.admit_waiting_claiming(roots.workflow_id, "w1")
+    assert [step.step_id for step in claimed] == ["a", "b"], "a batch of BATCH_STEPS"
+    steps = dict(StepRun.objects.filter(run=roots).values_list("step_id", "status"))
+    assert steps == {"a": "running", "b": "running", "c": "queued", "d": "pending"}
+    assert ready == [(StepRun.objects.get(run=roots, step_id="c").pk, roots.pk)]
+    assert StepRun.objects.get(run=roots, step_id="a").worker == "w1"
+
+
+def test_a_waiting_run_gated_by_an_approval_is_started_and_not_taken(
+    make_workflow, tasks, settings
+):
+    """A waiting run whose first step is an approval is started by start_run: the worker
+    takes none of its steps, and the run waits for the decision."""
+    if connection.vendor != "postgresql":
+        pytest.skip("on SQLite an admission task starts waiting runs")
+    settings.TRELLIS = {**settings.TRELLIS, "MAX_CONCURRENT_RUNS": 1}
+    make_workflow(ONE_STEP)
+    make_workflow(
+        "name: d-gate\nsteps:\n  - {id: gate, kind: approval}\n"
+        "  - {id: a, kind: noop, depends_on: [gate]}\n"
+    )
+    services.run_start(workflow="d-one")
+    gated = services.run_start(workflow="d-gate")[0]
+    assert gated.status == "queued"
+    Run.objects.exclude(pk=gated.pk).update(status="succeeded")
+
+    ready, claimed = transitions.admit_waiting_claiming(gated.workflow_id, "w1")
+
+    assert claimed == [] and ready == []
+    gated = Run.objects.get(pk=gated.pk)
+    assert gated.status == "waiting", "its approval step waits for a decision"
+
+
 def test_a_stopping_worker_finishes_its_step_and_takes_no_more(make_workflow, tasks, monkeypatch):
     make_workflow(
         "name: d-chain\nsteps:\n  - {id: a, kind: noop}\n  - {id: b, kind: noop, depends_on: [a]}\n"
     )
     make_workflow(ONE_STEP)
     chain = services.run_start(workflow="d-chain")[0]
+    first_task = tasks.pop()  # a worker took it from the broker
     other = services.run_start(workflow="d-one")[0]
-    first_task, late_task = tasks.pop(0), tasks.pop(0)
+    late_task = tasks.pop()
     flag = types.SimpleNamespace(value=0)
     monkeypatch.setattr(worker, "stopping", flag)
     real_run_batch = worker.run_batch
