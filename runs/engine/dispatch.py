@@ -62,7 +62,12 @@ def tasks_waiting() -> bool:
     takes its steps anyway, told by its last finish that steps no task will bring wait
     (transitions.Finished.other_work), and a task would only find them taken then; if no
     worker does, the ticker hands them out. A broker that cannot answer says no: the
-    steps then go to it, and if it fails, to the ticker."""
+    steps then go to it, and if it fails, to the ticker.
+
+    Asked of Redis only, where it is one LLEN. The ORM broker would count in the
+    database, in every start: POST /runs on SQLite fell from 369 to 290 requests/s."""
+    if not settings.Q_CLUSTER.get("redis"):
+        return False
     try:
         return pending_tasks() > 0
     except Exception:  # the broker's own errors differ by broker: Redis, the ORM

@@ -14,7 +14,7 @@ from datetime import UTC, timedelta
 from functools import cache
 
 from django.conf import settings
-from django.db import DatabaseError, connection, models
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
 
 from runs.models import Run, RunEvent, StepRun
 from runs.status import RUN_ACTIVE, RUN_NOT_STARTED
@@ -80,22 +80,20 @@ def sendable(statement: str, params) -> tuple[str, list]:
     """(statement, params) to send PostgreSQL: the statement itself, or once a
     `Preparable` one has been sent PREPARE_AT times on this connection, the EXECUTE of
     its prepared form, whose parameters are the same. Elsewhere, the statement."""
-    if (
-        not isinstance(statement, Preparable)
-        or (params and len(params) > MOST_PARAMS)
-        or connection.vendor != "postgresql"
-        or not settings.TRELLIS["PREPARE_STATEMENTS"]
-    ):
+    if not isinstance(statement, Preparable) or (params and len(params) > MOST_PARAMS):
         return statement, params
-    record = getattr(connection, "trellis_prepared", None)
-    if record is not None and record.stale and record.raw is connection.connection:
-        with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # `connection` looks it up again at every use
+    if db.vendor != "postgresql" or not settings.TRELLIS["PREPARE_STATEMENTS"]:
+        return statement, params
+    record = getattr(db, "trellis_prepared", None)
+    if record is not None and record.stale and record.raw is db.connection:
+        with db.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")
         record = None
-    if record is None or record.raw is not connection.connection:
-        record = connection.trellis_prepared = _Prepared(connection.connection)
-        if _watch_executes not in connection.execute_wrappers:
-            connection.execute_wrappers.append(_watch_executes)
+    if record is None or record.raw is not db.connection:
+        record = db.trellis_prepared = _Prepared(db.connection)
+        if _watch_executes not in db.execute_wrappers:
+            db.execute_wrappers.append(_watch_executes)
     execute = record.executes.get(statement)
     if execute is not None:
         return execute, params
@@ -297,13 +295,29 @@ def _states(rows: list[tuple]) -> list[tuple]:
 
 
 def _param(field: models.Field, value):
+    convert = _converter(field)
+    return value if convert is None else convert(value)
+
+
+def _converter(field: models.Field):
+    """What makes a value of `field` a parameter for this database, or None: as is."""
     if isinstance(field, models.DateTimeField):
-        return connection.ops.adapt_datetimefield_value(value)
+        if connection.vendor == "postgresql":
+            return None  # psycopg adapts datetimes itself
+        return connection.ops.adapt_datetimefield_value
     if isinstance(field, models.JSONField):
-        return None if value is None else json.dumps(value)
-    if isinstance(field, models.ForeignKey) and isinstance(value, models.Model):
-        return value.pk
-    return value
+        return _json_param
+    if isinstance(field, models.ForeignKey):
+        return _key_param
+    return None
+
+
+def _json_param(value):
+    return None if value is None else json.dumps(value)
+
+
+def _key_param(value):
+    return value.pk if isinstance(value, models.Model) else value
 
 
 def _set_clause(model, fields: dict) -> tuple[str, list]:
@@ -402,10 +416,15 @@ def insert_statements(model, names: list[str], rows: list[tuple]) -> list[tuple[
     one = f"({in_list(fields)})"
     # Both databases limit the parameters of one statement (SQLite: 32,766).
     per_statement = max(1, 30_000 // len(fields))
+    converters = [_converter(field) for field in fields]
     statements = []
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
-        params = [_param(f, v) for row in chunk for f, v in zip(fields, row, strict=True)]
+        params = [
+            value if convert is None else convert(value)
+            for row in chunk
+            for convert, value in zip(converters, row, strict=True)
+        ]
         statements.append((Preparable(into + ", ".join([one] * len(chunk))), params))
     return statements
 
