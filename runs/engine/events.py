@@ -68,19 +68,23 @@ class RunTx:
 
 
 @contextmanager
-def locked_run(run_id: str | None, *, with_states: bool = False, due_at=None):
+def locked_run(
+    run_id: str | None, *, with_states: bool = False, due_at=None, skip_locked: bool = False
+):
     """Lock the run row for the transaction: every transition of a run goes through here,
     so fan-in decisions and event `seq` allocation never race. With `with_states` the
     step states are read in the same round trip (`tx.state_rows`). With `run_id` None,
     the run is the one with the oldest queued step due at `due_at` that no other worker
-    holds, and `tx.run` is None when there is none."""
+    holds, and `tx.run` is None when there is none; so it is with `skip_locked` when
+    another transaction holds the run."""
+    lock = {"with_states": with_states, "due_at": due_at, "skip_locked": skip_locked}
     if with_states and connection.vendor == "postgresql" and not connection.in_atomic_block:
-        with _two_trip_transaction(run_id, due_at) as tx:
+        with _two_trip_transaction(run_id, lock) as tx:
             yield tx
         return
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        tx = RunTx(*sql.lock_run(run_id, with_states=with_states, due_at=due_at))
+        tx = RunTx(*sql.lock_run(run_id, **lock))
         yield tx
         # The outermost transaction's COMMIT can travel with the last writes.
         tx.flush(commit=outermost)
@@ -89,14 +93,14 @@ def locked_run(run_id: str | None, *, with_states: bool = False, due_at=None):
 
 
 @contextmanager
-def _two_trip_transaction(run_id: str | None, due_at):
+def _two_trip_transaction(run_id: str | None, lock: dict):
     """A run transaction in two round trips on PostgreSQL: BEGIN travels with the lock and
     the states, COMMIT with the writes. psycopg would send BEGIN on its own round trip
     in a Django transaction, so the connection stays in autocommit and the transaction
     is ours; the transitions that use it (claims and finishes) make no nested one."""
     connection.ensure_connection()
     try:
-        tx = RunTx(*sql.lock_run(run_id, with_states=True, due_at=due_at, begin=True))
+        tx = RunTx(*sql.lock_run(run_id, **lock, begin=True))
         yield tx
         tx.flush(commit=True)
     except BaseException:

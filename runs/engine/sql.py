@@ -137,6 +137,7 @@ _RUN_SELECT = "SELECT {} FROM {} WHERE id = %s".format(
     ", ".join(f.column for f in _RUN_FIELDS.values()), Run._meta.db_table
 )
 _RUN_SELECT_FOR_UPDATE = Preparable(_RUN_SELECT + " FOR UPDATE")
+_RUN_SELECT_SKIP_LOCKED = Preparable(_RUN_SELECT + " FOR UPDATE SKIP LOCKED")
 
 STATE_COLUMNS = (
     "id, run_id, step_id, kind, status, continue_on_failure, not_before, attempt, "
@@ -211,9 +212,11 @@ _NEXT_DUE_RUN_SQLITE = (
 # Whether an active run has a due queued step that no broker task will bring (handing
 # it out failed or was capped: dispatch.enqueue_steps) or whose task is late (handed
 # out more than LATE_TASK_SECONDS ago: lost with a broker restart, or queued behind a
-# backlog), read by a finishing worker that has nothing of its own run left to claim.
+# backlog), read by a finishing worker that has nothing of its own run left to claim:
+# the run of one such step, which the worker then tries first (a look for the next due
+# run groups every queued step: 250 µs with a backlog of them, against 60 for one run).
 _UNHANDED_DUE = Preparable(
-    f"SELECT 1 FROM {_STEPS} s WHERE {_DUE} "
+    f"SELECT s.run_id FROM {_STEPS} s WHERE {_DUE} "
     "AND (s.enqueued_at IS NULL OR s.enqueued_at < %s) "
     f"AND EXISTS (SELECT 1 FROM {_RUNS} r WHERE r.id = s.run_id AND {_ACTIVE_RUN}) LIMIT 1"
 )
@@ -227,7 +230,12 @@ def unhanded_due_read(now) -> "Read":
 
 
 def lock_run(
-    run_id: str | None, *, with_states: bool = False, due_at=None, begin: bool = False
+    run_id: str | None,
+    *,
+    with_states: bool = False,
+    due_at=None,
+    begin: bool = False,
+    skip_locked: bool = False,
 ) -> tuple[Run | None, list[tuple]]:
     """The run's row, locked for the transaction, and with `with_states` the state rows of
     its steps (`step_state_rows`), read after the lock: on PostgreSQL both in one round
@@ -237,7 +245,9 @@ def lock_run(
     With `run_id` None: the active run with the oldest queued step due at `due_at`, of
     those no other transaction holds (PostgreSQL skips locked rows), or (None, []).
 
-    `begin`: start the transaction in the same round trip (PostgreSQL, autocommit)."""
+    `begin`: start the transaction in the same round trip (PostgreSQL, autocommit).
+    `skip_locked`: a run another transaction holds, or one that does not exist, is
+    (None, []) instead of waited for or an error."""
     postgres = connection.vendor == "postgresql"
     opening = "BEGIN;\n" if begin else ""
     if run_id is None:
@@ -257,7 +267,8 @@ def lock_run(
         return run, step_state_rows(run.pk) if with_states else []
     statement, params = _RUN_SELECT, [run_id]
     if postgres:
-        statement, params = sendable(_RUN_SELECT_FOR_UPDATE, params)
+        locking = _RUN_SELECT_SKIP_LOCKED if skip_locked else _RUN_SELECT_FOR_UPDATE
+        statement, params = sendable(locking, params)
         if with_states:
             states_select, _ = sendable(_STATES_SELECT, params)
             statement, params = f"{statement};\n{states_select}", [run_id, run_id]
@@ -271,6 +282,8 @@ def lock_run(
             cursor.nextset()
             states = _states(cursor.fetchall())
     if row is None:
+        if skip_locked:
+            return None, []
         raise Run.DoesNotExist(f"no run {run_id}")
     if with_states and not postgres:
         states = step_state_rows(run_id)

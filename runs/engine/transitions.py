@@ -59,6 +59,11 @@ class Finished:
         return self.unhanded is None or bool(self.unhanded.rows)
 
     @property
+    def hint(self) -> str | None:
+        """The run of a step that read found, for the worker to try first."""
+        return self.unhanded.rows[0][0] if self.unhanded and self.unhanded.rows else None
+
+    @property
     def runs_waiting(self) -> bool:
         return self.waiting is not None and bool(self.waiting.rows)
 
@@ -573,16 +578,27 @@ def step_claim(run_id: str, worker: str, step_run_id: int | None = None) -> list
         return _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
 
 
-def step_claim_next(worker: str) -> list[StepRun]:
-    """The oldest due queued step of any active run no other worker is holding, claimed
-    for `worker` (a batch when it runs in-process): how a worker that has drained its own
-    run goes on without a broker task."""
+def step_claim_next(worker: str, hint: str | None = None) -> list[StepRun]:
+    """The due queued steps of the run `hint` if no other worker is holding it (the run
+    of a step no task will bring, read by the worker's last finish: Finished.hint), else
+    the oldest due queued step of any active run no other worker is holding; claimed
+    for `worker` (a batch when they run in-process): how a worker that has drained its
+    own run goes on without a broker task."""
     now = timezone.now()
+    if hint is not None:
+        with locked_run(hint, with_states=True, skip_locked=True) as tx:
+            claimed = _claim_due(tx, worker, now)
+        if claimed:
+            return claimed
     with locked_run(None, with_states=True, due_at=now) as tx:
-        if tx.run is None:
-            return []
-        due = [s for s in _states_of(tx) if _is_due(s, now)]
-        return _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
+        return _claim_due(tx, worker, now)
+
+
+def _claim_due(tx: RunTx, worker: str, now) -> list[StepRun]:
+    if tx.run is None or tx.run.status not in RUN_ACTIVE:
+        return []
+    due = [s for s in _states_of(tx) if _is_due(s, now)]
+    return _claim_batch(tx, _pick_batch(due), worker, StepStatus.QUEUED)
 
 
 def _is_due(step: StepState, now) -> bool:

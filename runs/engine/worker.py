@@ -55,7 +55,7 @@ def execute_step(step_run_id: int | None, run_id: str) -> int:
         claimed = transitions.step_claim(run_id, worker, step_run_id)
     except Run.DoesNotExist:  # purged, or rolled back, since the task was sent
         return 0
-    executed, other_work = drain(claimed, worker)
+    executed, last = drain(claimed, worker)
     # Then the queued steps of other runs that no broker task will bring: a burst of
     # ready steps gets only a few tasks (dispatch.enqueue_steps, the ticker), and a worker
     # that is free now needs no broker hop. The last finish read whether there are any
@@ -68,31 +68,31 @@ def execute_step(step_run_id: int | None, run_id: str) -> int:
     # requests/s with those looks, 261-297 without).
     while (
         (executed or connection.vendor == "postgresql")
-        and other_work
+        and last.other_work
         and not stop_requested()
-        and (batch := transitions.step_claim_next(worker))
+        and (batch := transitions.step_claim_next(worker, last.hint))
     ):
-        more, other_work = drain(batch, worker)
+        more, last = drain(batch, worker)
         executed += more
     return executed
 
 
-def drain(batch: list[StepRun], worker: str) -> tuple[int, bool]:
+def drain(batch: list[StepRun], worker: str) -> tuple[int, transitions.Finished]:
     """Execute and finish claimed steps of one run, claiming its next ones, until none of
-    it is left to take. Returns how many steps ran, and whether other runs may have steps
-    no task will bring (transitions.Finished.other_work)."""
-    executed, other_work = 0, True
+    it is left to take. Returns how many steps ran, and the last finish, which says
+    whether other runs have steps no task will bring (`other_work`, `hint`)."""
+    executed, finished = 0, transitions.Finished([], [])  # nothing read yet: may be work
     while batch:
         results = run_batch(batch)
         executed += len(results)
         claim_for = "" if stop_requested() else worker  # stopping: all ready go to the broker
         finished = transitions.steps_finish(results, worker=claim_for)
         enqueue_steps(finished.ready)
-        batch, other_work = finished.claimed, finished.other_work
+        batch = finished.claimed
         if finished.runs_waiting:  # the run ended, freeing a slot: take the next one
             ready, batch = transitions.admit_waiting_claiming(finished.workflow_id, claim_for)
             enqueue_steps(ready)
-    return executed, other_work
+    return executed, finished
 
 
 def run_batch(batch: list[StepRun]) -> list[tuple[StepRun, transitions.Outcome]]:

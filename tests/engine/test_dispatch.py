@@ -39,18 +39,17 @@ def test_a_free_worker_takes_the_steps_no_task_will_bring_and_leaves_the_others(
 ):
     settings.TRELLIS = {**settings.TRELLIS, "FANOUT_TASKS": 1}
     make_workflow(ONE_STEP)
-    burst = services.run_bulk_start(workflow="d-one", inputs=[{}] * 3)
-    assert len(tasks) == 1, "the burst's other two steps are not handed out"
-    burst_task = tasks.pop()  # a worker took it from the broker
     posted, _ = services.run_start(workflow="d-one")
     assert len(tasks) == 1, "a run started alone, no task waiting: it gets its own task"
+    burst = services.run_bulk_start(workflow="d-one", inputs=[{}] * 3)
+    assert len(tasks) == 2, "the burst's other two steps are not handed out"
 
-    executed = worker.execute_step(*burst_task)
+    executed = worker.execute_step(*tasks.pop())
 
     assert executed == 3, "its own step, then the burst's two that no task will bring"
     statuses = dict(Run.objects.values_list("pk", "status"))
     assert {statuses[pk] for pk in burst} == {"succeeded"}
-    assert statuses[posted.pk] == "running", "left to its own task"
+    assert statuses[posted.pk] == "running", "the older run is left to its own task"
     assert worker.execute_step(*tasks.pop()) == 1
     assert Run.objects.get(pk=posted.pk).status == "succeeded"
 
@@ -148,7 +147,7 @@ def test_a_task_whose_step_was_taken_goes_on_with_another_runs_step(make_workflo
         assert Run.objects.get(pk=other.pk).status == "running"
 
 
-def claim_next_while_held(held_runs: list[Run]) -> list[StepRun]:
+def claim_next_while_held(held_runs: list[Run], hint: str | None = None) -> list[StepRun]:
     """step_claim_next while another connection holds the row locks of `held_runs`."""
     held, release = threading.Event(), threading.Event()
 
@@ -165,7 +164,7 @@ def claim_next_while_held(held_runs: list[Run]) -> list[StepRun]:
     holder.start()
     try:
         assert held.wait(10)
-        return transitions.step_claim_next("free-worker")
+        return transitions.step_claim_next("free-worker", hint)
     finally:
         release.set()
         holder.join()
@@ -182,6 +181,18 @@ def test_a_free_worker_passes_over_a_run_another_worker_holds(make_workflow, tas
 
     assert [step.run_id for step in claimed] == [free_run.pk], "the held run is skipped"
     assert transitions.step_claim_next("free-worker")[0].run_id == held_run.pk
+
+
+def test_a_hinted_run_another_worker_holds_is_passed_over_too(make_workflow, tasks):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no run is held while another is taken")
+    make_workflow(ONE_STEP)
+    held_run = services.run_start(workflow="d-one")[0]
+    free_run = services.run_start(workflow="d-one")[0]
+
+    claimed = claim_next_while_held([held_run], hint=held_run.pk)
+
+    assert [step.run_id for step in claimed] == [free_run.pk], "no wait for the held run"
 
 
 def test_a_free_worker_finds_a_free_run_behind_many_held_ones(make_workflow, tasks):
