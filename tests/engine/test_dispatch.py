@@ -170,29 +170,20 @@ def claim_next_while_held(held_runs: list[Run], hint: str | None = None) -> list
         holder.join()
 
 
-def test_a_free_worker_passes_over_a_run_another_worker_holds(make_workflow, tasks):
+@pytest.mark.parametrize("hinted", [False, True], ids=["looking", "hinted"])
+def test_a_free_worker_passes_over_a_run_another_worker_holds(make_workflow, tasks, hinted):
+    """Whether it looks for the oldest due run or tries the run its last finish saw
+    (Finished.hint), a worker never waits for a run another worker holds."""
     if connection.vendor != "postgresql":
         pytest.skip("SQLite has one writer at a time: no run is held while another is taken")
     make_workflow(ONE_STEP)
     held_run = services.run_start(workflow="d-one")[0]
     free_run = services.run_start(workflow="d-one")[0]
 
-    claimed = claim_next_while_held([held_run])
+    claimed = claim_next_while_held([held_run], hint=held_run.pk if hinted else None)
 
     assert [step.run_id for step in claimed] == [free_run.pk], "the held run is skipped"
     assert transitions.step_claim_next("free-worker")[0].run_id == held_run.pk
-
-
-def test_a_hinted_run_another_worker_holds_is_passed_over_too(make_workflow, tasks):
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite has one writer at a time: no run is held while another is taken")
-    make_workflow(ONE_STEP)
-    held_run = services.run_start(workflow="d-one")[0]
-    free_run = services.run_start(workflow="d-one")[0]
-
-    claimed = claim_next_while_held([held_run], hint=held_run.pk)
-
-    assert [step.run_id for step in claimed] == [free_run.pk], "no wait for the held run"
 
 
 def test_a_free_worker_finds_a_free_run_behind_many_held_ones(make_workflow, tasks):
