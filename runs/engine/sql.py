@@ -530,16 +530,21 @@ def count_active_runs(workflow_id: int | None = None) -> int:
         return cursor.fetchone()[0]
 
 
-# PostgreSQL, the worker that freed a slot: the workflow's oldest runs that have not
-# started and may start now, as many as the global cap has room for, skipping those
-# another transaction holds; with each, whether it has step rows already. Before them,
-# the workflow's max_active_runs: a workflow with one counts its runs under its row lock.
+# PostgreSQL, the worker that freed a slot: the workflow's row locked, with whether it
+# limits its active runs (`max_active_runs` set and not 0); then its oldest runs that
+# have not started and may start now, as many as the global cap has room for, skipping
+# those another transaction holds; with each, whether it has step rows already. The
+# second statement's snapshot is taken once the lock is held, so it counts the runs
+# another admission of the workflow has just started.
 @cache
 def _workflow_limit() -> Preparable:
     from workflows.models import Workflow
 
     table = Workflow._meta.db_table
-    return Preparable(f"SELECT definition -> 'max_active_runs' FROM {table} WHERE id = %s")
+    return Preparable(
+        f"SELECT COALESCE(definition ->> 'max_active_runs', '0') NOT IN ('0', 'false') "
+        f"FROM {table} WHERE id = %s FOR UPDATE"
+    )
 
 
 @cache
@@ -553,9 +558,10 @@ def _admissible_runs(cap: int) -> Preparable:
 
 
 def begin_admission(workflow_id: int, now) -> tuple[bool, list[tuple[Run, bool]]]:
-    """BEGIN, and in the same round trip whether the workflow limits its active runs, and
-    the runs it may start now, locked, each with whether it has step rows
-    (`_admissible_runs`). PostgreSQL, in autocommit: the caller ends the transaction."""
+    """BEGIN, and in the same round trip the workflow's row locked with whether it limits
+    its active runs, and the runs it may start now, locked, each with whether it has
+    step rows (`_admissible_runs`). PostgreSQL, in autocommit: the caller ends the
+    transaction."""
     cap = settings.TRELLIS["MAX_CONCURRENT_RUNS"]
     statements = [
         ("BEGIN", []),
@@ -568,7 +574,7 @@ def begin_admission(workflow_id: int, now) -> tuple[bool, list[tuple[Run, bool]]
         limit = cursor.fetchone()
         cursor.nextset()
         rows = cursor.fetchall()
-    limited = bool(limit and limit[0])
+    limited = bool(limit and limit[0])  # no row: the workflow was deleted, with its runs
     return limited, [(_from_row(Run, row[:-1]), row[-1]) for row in rows]
 
 
@@ -593,7 +599,8 @@ def insert_run(run: Run, steps: list[StepRun], events: list[tuple]) -> None:
 def insert_steps(steps: list[StepRun], *, after: list, commit: bool = False) -> None:
     """Run the statements `after`, then insert `steps`, which get their ids. On PostgreSQL
     one round trip (the steps' INSERT last, for its RETURNING), ending with the COMMIT
-    of the open transaction when `commit` is set."""
+    of a transaction opened with a BEGIN of the caller's when `commit` is set (only
+    there: on SQLite transactions are Django's)."""
     step_rows = [_values(step, _STEP_NAMES) for step in steps]
     returning = [
         (Preparable(into + " RETURNING id"), params)
@@ -611,8 +618,6 @@ def insert_steps(steps: list[StepRun], *, after: list, commit: bool = False) -> 
             for statement, values in returning:
                 cursor.execute(statement, values)
                 ids += [row[0] for row in cursor.fetchall()]
-            if commit:
-                cursor.execute("COMMIT")
     for step, pk in zip(steps, ids, strict=True):
         step.pk = pk
     for row in steps:  # saved: a later save() is an UPDATE, not an INSERT

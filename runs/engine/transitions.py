@@ -269,18 +269,40 @@ def admit_waiting_claiming(workflow_id: int, worker: str) -> tuple[Ready, list[S
     at the global cap and start this way: before, each cost an admission of about ten
     statements, a broker hop and a claim. Returns (steps for the broker, steps claimed).
 
-    A workflow with max_active_runs, whose count needs its row lock, and runs that are
-    not fresh (with step rows already, or an approval first) go through admit_waiting
-    and start_run. On a failure the runs stay waiting: the ticker admits them."""
+    A workflow with max_active_runs goes through admit_waiting, and runs that are not
+    fresh (with step rows already, or an approval first) through start_run. On a
+    failure the runs stay waiting: the ticker admits them."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return admit_waiting(workflow_id), []
-    now = timezone.now()
     try:
-        connection.ensure_connection()
+        admitted = _admit_fresh_claiming(workflow_id, worker)
+        if admitted is None:
+            return admit_waiting(workflow_id), []
+    except Exception:
+        logger.exception("admitting the waiting runs of workflow %s failed", workflow_id)
+        return [], []
+    ready, claimed, others = admitted
+    for run_id in others:  # after the commit: whatever happens, the claimed steps run
+        try:
+            ready += start_run(run_id)
+        except Exception:
+            logger.exception("starting the waiting run %s failed", run_id)
+    return ready, claimed
+
+
+def _admit_fresh_claiming(workflow_id: int, worker: str):
+    """admit_waiting_claiming's transaction, opened with a BEGIN of its own: the workflow
+    row locked, as admit_waiting does (so two workers freeing slots at once count each
+    other's admissions), and the runs that fit locked with it. Returns None when the
+    workflow limits its active runs, else (steps for the broker, steps claimed, ids of
+    the runs locked that are not fresh)."""
+    now = timezone.now()
+    connection.ensure_connection()
+    try:
         limited, candidates = sql.begin_admission(workflow_id, now)
         if limited:
             sql.rollback()
-            return admit_waiting(workflow_id), []
+            return None
         fresh = [run for run, steps in candidates if not steps and plan_for(run).starts_fresh]
         writes, rows, events, claimed = [], [], [], []
         for run in fresh:
@@ -298,16 +320,12 @@ def admit_waiting_claiming(workflow_id: int, worker: str) -> tuple[Ready, list[S
             events += [_event_row(event) for event in run_events]
         writes += sql.insert_statements(RunEvent, sql.EVENT_NAMES, events)
         sql.insert_steps(rows, after=writes, commit=True)
-    except Exception:
+    except BaseException:
         with contextlib.suppress(Error):
             sql.rollback()
-        logger.exception("admitting the waiting runs of workflow %s failed", workflow_id)
-        return [], []
+        raise
     ready = [(row.pk, row.run_id) for row in rows if row.status == StepStatus.QUEUED]
-    for run, _ in candidates:
-        if run not in fresh:
-            ready += start_run(run.pk)
-    return ready, claimed
+    return ready, claimed, [run.pk for run, _ in candidates if run not in fresh]
 
 
 def _claim_new_rows(run: Run, rows: list[StepRun], events: list, worker: str, now) -> list:

@@ -3,6 +3,7 @@ drained its run takes the other runs' queued steps, and the ticker hands out wha
 task has taken."""
 
 import threading
+import time
 import types
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ import runs.tasks
 from runs import services
 from runs.engine import dispatch, sql, ticker, transitions, worker
 from runs.models import Run, RunEvent, StepRun
+from workflows.models import Workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -338,6 +340,66 @@ def test_a_waiting_run_gated_by_an_approval_is_started_and_not_taken(
     assert claimed == [] and ready == []
     gated = Run.objects.get(pk=gated.pk)
     assert gated.status == "waiting", "its approval step waits for a decision"
+
+
+def test_an_admission_that_fails_midway_leaves_the_runs_waiting_and_no_transaction_open(
+    make_workflow, tasks, settings, monkeypatch
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("on SQLite an admission task starts waiting runs")
+    from psycopg.pq import TransactionStatus
+
+    settings.TRELLIS = {**settings.TRELLIS, "MAX_CONCURRENT_RUNS": 1}
+    make_workflow(ONE_STEP)
+    first = services.run_start(workflow="d-one")[0]
+    waiting = services.run_start(workflow="d-one")[0]
+    Run.objects.filter(pk=first.pk).update(status="succeeded")
+
+    def broken(*args):
+        raise RuntimeError("between BEGIN and COMMIT")
+
+    monkeypatch.setattr(transitions, "_claim_new_rows", broken)
+    assert transitions.admit_waiting_claiming(waiting.workflow_id, "w1") == ([], [])
+
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert Run.objects.get(pk=waiting.pk).status == "queued"
+    assert not StepRun.objects.filter(run=waiting).exists()
+    monkeypatch.undo()
+    ready, claimed = transitions.admit_waiting_claiming(waiting.workflow_id, "w1")
+    assert [step.run_id for step in claimed] == [waiting.pk]
+
+
+def test_two_admissions_at_once_count_each_others_runs(make_workflow, tasks, settings):
+    """Two workers freeing slots at once: the second admission waits for the workflow
+    row the first holds, then counts the run the first started, so the cap holds."""
+    if connection.vendor != "postgresql":
+        pytest.skip("on SQLite an admission task starts waiting runs")
+    settings.TRELLIS = {**settings.TRELLIS, "MAX_CONCURRENT_RUNS": 1}
+    make_workflow(ONE_STEP)
+    first = services.run_start(workflow="d-one")[0]
+    waiting = [services.run_start(workflow="d-one")[0] for _ in range(2)]
+    Run.objects.filter(pk=first.pk).update(status="succeeded")
+    holding = threading.Event()
+
+    def other_worker():  # an admission of the first waiting run, still uncommitted
+        try:
+            with transaction.atomic():
+                Workflow.objects.select_for_update().get(pk=first.workflow_id)
+                Run.objects.filter(pk=waiting[0].pk).update(status="running")
+                holding.set()
+                time.sleep(0.5)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=other_worker)
+    other.start()
+    assert holding.wait(10)
+    admitted = transitions.admit_waiting_claiming(first.workflow_id, "w1")
+    other.join()
+
+    assert admitted == ([], []), "the slot was taken by the other admission"
+    assert Run.objects.filter(status="running").count() == 1
+    assert Run.objects.get(pk=waiting[1].pk).status == "queued"
 
 
 def test_a_stopping_worker_finishes_its_step_and_takes_no_more(make_workflow, tasks, monkeypatch):
