@@ -42,7 +42,7 @@ from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django_q.brokers import get_broker
 
-from runs import services
+from runs import procfs, services
 from runs.engine import dispatch, executors, transitions
 from runs.engine import worker as engine_worker
 from runs.models import Run, RunEvent, StepRun
@@ -603,7 +603,7 @@ class Child:
         return "\n".join(self.lines)
 
     def pids(self) -> list[int]:
-        return process_tree(self.proc.pid) if self.proc and self.proc.poll() is None else []
+        return procfs.process_tree(self.proc.pid) if self.proc and self.proc.poll() is None else []
 
     def stop(self) -> None:
         if self.proc is None:
@@ -617,25 +617,6 @@ class Child:
                 self.proc.wait()
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 def _proc_kib(path: str, key: str) -> int:
@@ -802,7 +783,7 @@ def cpu_seconds(server) -> dict[str, float]:
 
     def add(part: str | None, pid: int) -> None:
         if part:
-            spent[part] = spent.get(part, 0.0) + _cpu_of(pid)
+            spent[part] = spent.get(part, 0.0) + procfs.cpu_seconds(pid)
 
     for pid in server.pids():
         command = _command_line(pid)
@@ -820,15 +801,6 @@ def cpu_seconds(server) -> dict[str, float]:
 
 def _command_line(pid: int) -> str:
     return " ".join(_argv(pid) or [])
-
-
-def _cpu_of(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _client(port, token, method, path, body, seconds) -> dict:

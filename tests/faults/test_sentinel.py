@@ -9,8 +9,8 @@ import time
 import pytest
 
 from runs import services
-from runs.bench import process_tree
 from runs.models import Run
+from runs.procfs import alive, parent_pid, process_tree
 from runs.status import RunStatus
 from tests.helpers import wait_until
 
@@ -31,22 +31,9 @@ steps:
 def sentinel_of(cluster) -> int:
     """The cluster's sentinel: the one child of the `trellis worker` process."""
     tree = process_tree(cluster.proc.pid)
-    children = [pid for pid in tree if _parent(pid) == cluster.proc.pid]
+    children = [pid for pid in tree if parent_pid(pid) == cluster.proc.pid]
     assert len(children) == 1, children
     return children[0]
-
-
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def commands(argv: list[str]) -> list[int]:

@@ -5,9 +5,9 @@ import pytest
 from django.db import connection
 
 from runs import services
-from runs.bench import process_tree
 from runs.engine.dispatch import enqueue_steps
 from runs.models import Run, RunEvent, StepAttempt, StepRun
+from runs.procfs import process_tree
 from runs.status import RunStatus, StepStatus
 from tests.faults.conftest import (
     assert_events_complete,

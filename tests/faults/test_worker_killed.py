@@ -9,8 +9,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from runs import services
-from runs.bench import process_tree
 from runs.models import Run, RunEvent, StepAttempt, StepRun
+from runs.procfs import process_tree
 from runs.status import RunStatus, StepStatus
 from tests.conftest import ENGINE_ENV
 from tests.faults.conftest import (

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connections
 
+from runs import procfs
 from runs.engine import worker as engine_worker
 from runs.engine.ticker import tick
 
@@ -131,23 +132,6 @@ def become_subreaper() -> None:
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def children() -> list[int]:
-    me = os.getpid()
-    found = []
-    if not os.path.isdir("/proc"):
-        return found
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                if int(stat.read().rsplit(")", 1)[1].split()[1]) == me:
-                    found.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 def kill_children(seconds: float = 10.0) -> None:
     """SIGKILL and reap every child of this process (the ticker has none of its own):
     what a dead cluster left behind, until none is left. A killed worker's step command
@@ -155,7 +139,7 @@ def kill_children(seconds: float = 10.0) -> None:
     at the next round, so that it cannot run on beside the step's next attempt. So is a
     process a step left running in the background on purpose."""
     deadline = time.monotonic() + seconds
-    while (pids := children()) and time.monotonic() < deadline:
+    while (pids := procfs.children_of(os.getpid())) and time.monotonic() < deadline:
         ours = os.getpgrp()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
