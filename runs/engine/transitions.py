@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import Error, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from runs.engine import sql
@@ -242,23 +242,43 @@ def admit_waiting(workflow_id: int) -> Ready:
 
 
 def _start_fresh(runs: list[Run], now) -> Ready:
-    rows, events, groups = [], [], {}
+    writes, rows, _ = _fresh_start_writes(runs, now)
+    sql.insert_steps(rows, after=writes)
+    return [(row.pk, row.run_id) for row in rows if row.status == StepStatus.QUEUED]
+
+
+def _fresh_start_writes(
+    runs: list[Run], now, claim_for: str = ""
+) -> tuple[list, list[StepRun], list[StepRun]]:
+    """What starts locked runs that have no step rows yet (`_begin_fresh`): the runs'
+    UPDATEs, one per (deadline, events added), and their events' INSERTs, for
+    `sql.insert_steps` to send before the step rows. With `claim_for`, the first run's
+    root steps go in claimed for that worker. Returns (writes, step rows, claimed)."""
+    rows, events, groups, claimed = [], [], {}, []
     for run in runs:
         before = run.event_seq
         run_rows, run_events = _begin_fresh(run, plan_for(run), now)
+        if claim_for and not claimed:
+            claimed = _claim_new_rows(run, run_rows, run_events, claim_for, now)
         rows += run_rows
-        events += run_events
+        events += [_event_row(event) for event in run_events]
         groups.setdefault((run.deadline_at, run.event_seq - before), []).append(run.pk)
-    for (deadline, added), ids in groups.items():
-        Run.objects.filter(pk__in=ids).update(
-            status=RunStatus.RUNNING,
-            started_at=now,
-            deadline_at=deadline,
-            event_seq=F("event_seq") + added,
+    writes = [
+        sql.update_statement(
+            Run,
+            {
+                "status": RunStatus.RUNNING,
+                "started_at": now,
+                "deadline_at": deadline,
+                "event_seq": sql.Raw(f"event_seq + {int(added)}"),
+            },
+            f"id IN ({sql.in_list(ids)})",
+            ids,
         )
-    StepRun.objects.bulk_create(rows)
-    RunEvent.objects.bulk_create(events)
-    return [(row.pk, row.run_id) for row in rows if row.status == StepStatus.QUEUED]
+        for (deadline, added), ids in groups.items()
+    ]
+    writes += sql.insert_statements(RunEvent, sql.EVENT_NAMES, events)
+    return writes, rows, claimed
 
 
 def admit_waiting_claiming(workflow_id: int, worker: str) -> tuple[Ready, list[StepRun]]:
@@ -304,21 +324,7 @@ def _admit_fresh_claiming(workflow_id: int, worker: str):
             sql.rollback()
             return None
         fresh = [run for run, steps in candidates if not steps and plan_for(run).starts_fresh]
-        writes, rows, events, claimed = [], [], [], []
-        for run in fresh:
-            run_rows, run_events = _begin_fresh(run, plan_for(run), now)
-            if worker and not claimed:
-                claimed = _claim_new_rows(run, run_rows, run_events, worker, now)
-            changes = {
-                "status": run.status,
-                "started_at": now,
-                "deadline_at": run.deadline_at,
-                "event_seq": run.event_seq,
-            }
-            writes.append(sql.update_statement(Run, changes, "id = %s", [run.pk]))
-            rows += run_rows
-            events += [_event_row(event) for event in run_events]
-        writes += sql.insert_statements(RunEvent, sql.EVENT_NAMES, events)
+        writes, rows, claimed = _fresh_start_writes(fresh, now, claim_for=worker)
         sql.insert_steps(rows, after=writes, commit=True)
     except BaseException:
         with contextlib.suppress(Error):
