@@ -6,7 +6,7 @@ from rest_framework.pagination import LimitOffsetPagination
 
 from api.recent import Recent
 
-WHOLE_NUMBER = re.compile(r"^[0-9]+$")
+WHOLE_NUMBER = re.compile(r"^[0-9]+\Z")
 MAX_OFFSET = 2**63 - 1  # what a database OFFSET can hold
 
 

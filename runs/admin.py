@@ -27,7 +27,7 @@ from runs.models import Approval, LogChunk, Run, RunEvent, StepAttempt, StepOutp
 from runs.status import RUN_RESUMABLE, RUN_TERMINAL, RunStatus, StepStatus
 from workflows.models import Workflow
 
-RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{1,32}$")
+RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{1,32}\Z")
 LOG_TAIL_CHARS = 20_000
 STATUS_COLOURS = {
     RunStatus.SUCCEEDED: "#2e7d32",

@@ -762,7 +762,7 @@ def dashboard(now=None, recent: int = 10, top: int = 5) -> dict:
     }
 
 
-RUN_ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}$")
+RUN_ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}\Z")
 SEARCH_EVENT_DAYS = 30
 
 

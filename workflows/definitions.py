@@ -17,10 +17,10 @@ from croniter import CroniterBadDateError, croniter
 
 from workflows import graph
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
-STEP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}\Z")
+STEP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}\Z")
 STEP_KINDS = ("shell", "python", "http", "approval", "respond", "noop")
-CALLABLE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+CALLABLE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+\Z")
 TEMPLATE_ROOTS = ("input", "params", "run", "steps")
 OVERLAP = ("queue", "skip", "cancel_running")
 CATCHUP = ("all", "latest", "none")

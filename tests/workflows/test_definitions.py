@@ -80,9 +80,23 @@ def test_invalid_input_schema():
     assert len(errors) == 1 and errors[0].startswith("input_schema")
 
 
-@pytest.mark.parametrize("name", ["", "Upper", "-leading", "a" * 101, "sp ace", None, 7])
+@pytest.mark.parametrize(
+    "name", ["", "Upper", "-leading", "a" * 101, "sp ace", None, 7, "etl\n", "etl\r\n"]
+)
 def test_bad_names(name):
     assert any(e.startswith("name:") for e in messages(doc(name=name)))
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"id": "a\n", "kind": "noop"},
+        {"id": "a", "kind": "python", "callable": "examples.etl.extract\n"},
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_a_valid_id(step):
+    errors = messages(doc(steps=[step]))
+    assert any(e.startswith("steps[0]") for e in errors), errors
 
 
 def test_templates_must_reference_known_upstream_steps():
