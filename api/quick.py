@@ -54,31 +54,57 @@ class QuickRuns:
         start = part.start or 0
         return QuickRuns(self.statuses, self.workflow, start, part.stop - start)
 
-    def _where(self) -> tuple[str, list]:
+    def _matching(self, limit: int, offset: int = 0, ordered: bool = True) -> tuple[str, list]:
+        """The ids of the matching runs, newest first, from `offset`, at most `limit`.
+
+        Each is read from the index of the filtered columns alone, which holds created_at
+        and id too. PostgreSQL's generic plan cannot tell how many runs match, and would
+        otherwise read the newest runs by the created_at index and filter them (or, for a
+        count, the whole table): each run of another workflow started since then made the
+        page slower (16,000 of them: 7 ms instead of 0.2). Several statuses are read one
+        index range each and merged. The limit is in the text: a generic plan for
+        `LIMIT $n` assumes a tenth of the table is read, and would never be reused."""
+        if self.statuses and len(self.statuses) > 1:
+            parts, params = [], []
+            for n, status in enumerate(self.statuses):
+                part, part_params = self._one_range([status], limit + offset, columns=True)
+                parts.append(f"SELECT * FROM ({part}) s{n}")
+                params += part_params
+            merged = f"SELECT u.{q('id')} FROM ({' UNION ALL '.join(parts)}) u"
+            ids = f"{merged} {newest_first('u')} LIMIT {int(limit)}"
+        else:
+            ids, params = self._one_range(self.statuses, limit, ordered=ordered)
+        if offset:
+            ids, params = f"{ids} OFFSET %s", [*params, offset]
+        return ids, params
+
+    def _one_range(
+        self, statuses, limit: int, columns: bool = False, ordered: bool = True
+    ) -> tuple[str, list]:
         where, params = [], []
-        if self.statuses:
-            where.append(f"r.{q('status')} IN ({', '.join(['%s'] * len(self.statuses))})")
-            params += self.statuses
+        if statuses:
+            where.append(f"f.{q('status')} IN ({', '.join(['%s'] * len(statuses))})")
+            params += statuses
         if self.workflow is not None:
-            where.append(f"r.{q('workflow_id')} = ({sql()['workflow_id']})")
+            where.append(f"f.{q('workflow_id')} = ({sql()['workflow_id']})")
             params.append(self.workflow)
-        return (" WHERE " + " AND ".join(where) if where else ""), params
+        selected = f"f.{q('id')}, f.{q('created_at')}" if columns else f"f.{q('id')}"
+        ids = f"SELECT {selected} FROM {sql()['runs']} f"
+        if where:
+            ids += f" WHERE {' AND '.join(where)}"
+        if where or ordered:  # a count of every run reads whichever index is smallest
+            ids += f" {newest_first('f')}"
+        return f"{ids} LIMIT {int(limit)}", params
 
     def count(self) -> int:
-        where, params = self._where()
-        inner = f"SELECT 1 FROM {sql()['runs']} r{where} LIMIT {int(self.limit)}"
-        counted = f"SELECT COUNT(*) FROM ({inner}) counted"
+        ids, params = self._matching(self.limit, ordered=False)
         with connection.cursor() as cursor:
-            cursor.execute(*sendable(counted, params))
+            cursor.execute(*sendable(f"SELECT COUNT(*) FROM ({ids}) counted", params))
             return cursor.fetchone()[0]
 
     def rows(self) -> list[dict]:
-        where, params = self._where()
-        # The limit in the text: a generic plan for `LIMIT $n` assumes a tenth of the
-        # table is read, and PostgreSQL would never reuse the plan.
-        page = f"{sql()['select']}{where} {sql()['order']} LIMIT {int(self.limit)}"
-        if self.offset:
-            page, params = f"{page} OFFSET %s", [*params, self.offset]
+        ids, params = self._matching(self.limit, self.offset)
+        page = f"{sql()['select']} WHERE r.{q('id')} IN ({ids}) {newest_first('r')}"
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.cursor.adapters.register_loader("timestamptz", timestamptz_loader())
@@ -148,8 +174,11 @@ def sql() -> dict:
         "select": f"SELECT {columns} FROM {runs} r"
         f" INNER JOIN {workflows} w ON w.{q('id')} = r.{q('workflow_id')}"
         f" LEFT OUTER JOIN {users} u ON u.{q('id')} = r.{q('created_by_id')}",
-        "order": f"ORDER BY r.{q('created_at')} DESC, r.{q('id')} DESC",
     }
+
+
+def newest_first(alias: str) -> str:
+    return f"ORDER BY {alias}.{q('created_at')} DESC, {alias}.{q('id')} DESC"
 
 
 @functools.cache

@@ -873,9 +873,11 @@ class _RawConnection:
 # --- a million runs, by SQL ----------------------------------------------------------------
 
 
-def seed_runs(workflow, count: int) -> dict:
+def seed_runs(workflow, count: int, settle: bool = True) -> dict:
     """`count` finished runs of `workflow` in one INSERT … SELECT (1 in 10 failed), created
-    over the past weeks, every other column of runs_run filled from its model default."""
+    over the past weeks, every other column of runs_run filled from its model default.
+    `settle`: then vacuum (PostgreSQL) and analyze the table, which a test's transaction
+    cannot do."""
     started = time.perf_counter()
     version = workflow.current_version
     base = timezone.now() - timedelta(seconds=2 * count + 60)
@@ -904,6 +906,8 @@ def seed_runs(workflow, count: int) -> dict:
         sql, params = f"{rows} {insert} FROM g", [count, *params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        if not settle:
+            return {"runs": count, "seconds": round(time.perf_counter() - started, 2)}
         # A table that has been in use: planner statistics, and on PostgreSQL the vacuum
         # its autovacuum would otherwise start in the middle of the measurement.
         verb = "VACUUM (ANALYZE)" if connection.vendor == "postgresql" else "ANALYZE"

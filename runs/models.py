@@ -61,10 +61,10 @@ class Run(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["-created_at"], name="run_created"),
-            models.Index(fields=["status", "-created_at"], name="run_status_created"),
-            models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
-            # Filtered run lists (workflow and status), newest first: the page and its
-            # capped count read this index alone. It serves (workflow, status) too.
+            # Filtered run lists, newest first: the page's ids and its capped count read
+            # the index of the filtered columns alone (api.quick), so each ends with id.
+            models.Index(fields=["status", "-created_at", "-id"], name="run_status_created"),
+            models.Index(fields=["workflow", "-created_at", "-id"], name="run_workflow_created"),
             models.Index(
                 fields=["workflow", "status", "-created_at", "-id"],
                 name="run_workflow_status_created",
