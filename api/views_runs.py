@@ -105,7 +105,7 @@ class RunListView(RunRowsList, ApiListView):
         description="Start a run. The same idempotency_key again returns the first run (200).",
     )
     def post(self, request):
-        data = body(request, s.RunStartSerializer)
+        data = quick.start_body(request.data) or body(request, s.RunStartSerializer)
         return start_run(request, data["workflow"], data)
 
 

@@ -326,3 +326,54 @@ def runs_read_beside_the_filtered(statement: str) -> list:
         # SEARCH is a read of an index range; SCAN of a table alias (not of a subquery's
         # rows) reads every entry of the index it names.
         return [row[-1] for row in cursor.fetchall() if re.match(r"SCAN [rf]\b", row[-1])]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"workflow": "chain"},
+        {"workflow": "chain", "input": {}},
+        {"workflow": "chain", "input": {"n": 1, "nested": {"a": [1, None]}}},
+        {"workflow": "chain", "idempotency_key": "k-1"},
+        {"workflow": "chain", "idempotency_key": ""},
+        {"workflow": "chain", "idempotency_key": None},
+        {"workflow": "a" * 100, "input": {}},
+    ],
+)
+def test_quick_start_body_is_what_the_serializer_validates(data):
+    from api.quick import start_body
+
+    serializer = serializers.RunStartSerializer(data=data)
+    assert serializer.is_valid(), serializer.errors
+    assert start_body(data) == dict(serializer.validated_data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        "chain",
+        {},
+        {"workflow": None},
+        {"workflow": 7},
+        {"workflow": ""},
+        {"workflow": " chain"},
+        {"workflow": "chain\n"},
+        {"workflow": "Chain"},
+        {"workflow": "a" * 101},
+        {"workflow": "chain", "input": None},
+        {"workflow": "chain", "input": []},
+        {"workflow": "chain", "input": "{}"},
+        {"workflow": "chain", "params": {}},
+        {"workflow": "chain", "start_at": None},
+        {"workflow": "chain", "extra": 1},
+        {"workflow": "chain", "idempotency_key": " k"},
+        {"workflow": "chain", "idempotency_key": "k\x00"},
+        {"workflow": "chain", "idempotency_key": "k" * 201},
+        {"workflow": "chain", "idempotency_key": 5},
+    ],
+)
+def test_quick_start_body_leaves_the_rest_to_the_serializer(data):
+    from api.quick import start_body
+
+    assert start_body(data) is None
