@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connections
 
 from runs import procfs
+from runs.engine import doorbell
 from runs.engine import worker as engine_worker
 from runs.engine.ticker import tick
 
@@ -108,10 +109,12 @@ def stop_cluster(cluster) -> None:
     sentinel killed while asleep there never does (SIGTERM sent to the whole process
     group, as `pkill` or systemd's default KillMode do: the sentinel does not catch it),
     and the stop would wait forever. So it runs in a thread, given up once the sentinel
-    is gone; then whatever the cluster left is killed."""
+    is gone; then whatever the cluster left is killed. The ORM broker's pusher is rung
+    meanwhile: it waits on its doorbell, for as long as the poll interval."""
     stopper = threading.Thread(target=cluster.stop, daemon=True)
     stopper.start()
     while stopper.is_alive() and cluster.sentinel.is_alive():
+        doorbell.ring()  # a pusher waiting for tasks sees the stop now, not at its poll
         stopper.join(0.2)
     if stopper.is_alive():
         kill_children()
