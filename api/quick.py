@@ -32,7 +32,7 @@ def conditions(params) -> tuple[list[str] | None, str | None] | None:
         return None
     statuses = name = None
     if "status" in params:
-        statuses = params["status"].split(",")
+        statuses = list(dict.fromkeys(params["status"].split(",")))  # each once, in order
         if not all(status in RUN_STATUSES for status in statuses):
             return None
     if "workflow" in params:
@@ -51,7 +51,7 @@ def start_body(data) -> dict | None:
     name, value = data.get("workflow"), data.get("input", {})
     if type(name) is not str or not NAME_RE.match(name) or type(value) is not dict:
         return None
-    found = {"workflow": name, "input": value}
+    found = {"workflow": name, "input": dict(value)}  # a copy, as the serializer makes
     if "idempotency_key" in data:
         key = data["idempotency_key"]
         # The serializer strips whitespace and refuses NUL and surrogates: not plain.
@@ -95,8 +95,8 @@ class QuickRuns:
                 part, part_params = self._one_range([status], limit + offset, columns=True)
                 parts.append(f"SELECT * FROM ({part}) s{n}")
                 params += part_params
-            merged = f"SELECT u.{q('id')} FROM ({' UNION ALL '.join(parts)}) u"
-            ids = f"{merged} {newest_first('u')} LIMIT {int(limit)}"
+            merged = f"SELECT m.{q('id')} FROM ({' UNION ALL '.join(parts)}) m"
+            ids = f"{merged} {newest_first('m')} LIMIT {int(limit)}"
         else:
             ids, params = self._one_range(self.statuses, limit, ordered=ordered)
         if offset:

@@ -4,6 +4,7 @@
 import collections
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import yaml
 from django.conf import settings
 from django.db import connection
 
-from runs.engine import dispatch
+from runs.engine import dispatch, doorbell
 from workflows.services import workflow_save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +171,15 @@ def worker(django_db_setup, django_db_blocker):
     process = WorkerProcess().start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_doorbells_left(django_db_setup):
+    """The pushers' sockets go beside the test database (runs.engine.doorbell); it is
+    removed at the end, and so are they."""
+    yield
+    if not settings.REDIS_URL:
+        shutil.rmtree(doorbell.directory(), ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,65 +2,88 @@
 
 django-q2's pusher asks the ORM broker for tasks and, when there are none, sleeps for
 its poll interval, so a task waited up to that long (20 ms by default) before a worker
-saw it: most of a one-step run's trigger-to-running on SQLite. Here every pusher on the
-machine listens on a Unix datagram socket of its own, in a directory beside the database
-(`<var>/doorbell/<queue>/<pid>`); a process that enqueues a task sends each of them an
-empty datagram once its transaction commits, and a pusher waits on its socket instead of
-sleeping. The poll interval stays the upper bound: a pusher on another machine (the ORM
-broker on PostgreSQL, several hosts) or one without a socket still sees the task at its
-next poll. Ringing costs one `sendto` per listening pusher, and never blocks or fails
-the enqueue.
+saw it: most of a one-step run's trigger-to-running on SQLite. Here every pusher listens
+on a Unix datagram socket of its own, in a directory beside the SQLite database (which
+every process of the installation shares; `<var>/doorbell` for the ORM broker on
+PostgreSQL); a process that enqueues a task sends the pushers of its queue on this host
+an empty datagram once its transaction commits, and a pusher waits on its socket instead
+of sleeping. The poll interval stays the upper bound: a pusher on another host, or one
+without a socket, still sees the task at its next poll. Ringing costs one `sendto` per
+listening pusher and never fails or blocks the enqueue.
 """
 
 import errno
+import hashlib
 import logging
 import os
-import select
+import secrets
+import selectors
 import socket
+import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 
 logger = logging.getLogger(__name__)
 
-# AF_UNIX paths are at most 107 bytes on Linux; a longer directory means polling only.
+# AF_UNIX paths are at most 107 bytes on Linux; a longer one means polling only.
 MAX_SOCKET_PATH = 107
+_warned: set[str] = set()
 
 
 def directory() -> Path:
-    return Path(settings.VAR_DIR) / "doorbell" / settings.QUEUE_NAME
+    database = connections[Conf.ORM or "default"].settings_dict
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return Path(f"{database['NAME']}-doorbell")
+    return Path(settings.VAR_DIR) / "doorbell"
+
+
+def prefix(queue: str) -> str:
+    """The start of the socket names of `queue`'s pushers on this host: the directory may
+    be shared (several queues, a network file system), and only this host's can be rung."""
+    key = f"{queue}\0{socket.gethostname()}".encode()
+    return hashlib.blake2b(key, digest_size=6).hexdigest() + "-"
+
+
+def warn_once(message: str, *args) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message, *args)
 
 
 class Doorbell:
-    """The socket a pusher waits on; bound in the process that first waits (the pusher,
-    after the cluster forks it)."""
+    """The socket a pusher waits on, bound in the process that first waits (the pusher,
+    after the cluster forks it). Its name ends with random characters, so no later
+    process can hold the same path: a path that refuses a ring is a gone pusher's."""
 
-    def __init__(self):
+    def __init__(self, queue: str):
+        self.queue = queue
         self.sock: socket.socket | None = None
+        self.selector: selectors.BaseSelector | None = None
         self.pid: int | None = None
 
     def _bound(self) -> socket.socket | None:
         if self.pid == os.getpid():
             return self.sock
         self.pid, self.sock = os.getpid(), None
-        path = directory() / str(self.pid)
-        if len(str(path)) > MAX_SOCKET_PATH:
-            logger.info("doorbell path too long, polling only: %s", path)
+        path = directory() / f"{prefix(self.queue)}{self.pid}-{secrets.token_hex(4)}"
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            warn_once("doorbell path over %d bytes, polling only: %s", MAX_SOCKET_PATH, path)
             return None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.unlink(missing_ok=True)  # left by an earlier process with this pid
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.bind(str(path))
             sock.setblocking(False)
-        except OSError:
-            logger.warning("no doorbell at %s, polling only", path, exc_info=True)
+        except OSError as exc:
+            warn_once("no doorbell at %s, polling only: %s", path, exc)
             return None
-        self.sock = sock
+        self.sock, self.selector = sock, selectors.DefaultSelector()
+        self.selector.register(sock, selectors.EVENT_READ)
         return sock
 
     def clear(self) -> None:
@@ -69,48 +92,60 @@ class Doorbell:
         while sock is not None:
             try:
                 sock.recv(64)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # nothing left (BlockingIOError), or an interrupted read
                 return
 
     def wait(self, seconds: float) -> None:
-        sock = self._bound()
-        if sock is None:
-            select.select([], [], [], seconds)
+        if self._bound() is None:
+            time.sleep(seconds)  # as django-q2 does
         else:
-            select.select([sock], [], [], seconds)
+            self.selector.select(seconds)
 
 
 _sender: socket.socket | None = None
 
 
-def ring() -> None:
-    """Wake every pusher listening on this machine; a socket nobody holds any more (its
-    pusher is gone) is removed."""
+def ring(queue: str) -> None:
+    """Wake `queue`'s pushers on this host; a socket that refuses (its pusher is gone)
+    is removed. Never raises: a pusher that is not woken still polls."""
     global _sender
     try:
-        names = os.listdir(directory())
-    except OSError:
-        return  # no pusher has listened here yet
-    if _sender is None:
-        _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        _sender.setblocking(False)
-    for name in names:
-        path = directory() / name
+        folder = directory()
         try:
-            _sender.sendto(b"", str(path))
-        except OSError as exc:  # a full socket is a pusher with rings to read already
-            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                path.unlink(missing_ok=True)
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return  # no pusher has listened here yet
+        mine = prefix(queue)
+        if _sender is None:
+            sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sender.setblocking(False)
+            _sender = sender
+        for name in names:
+            if not name.startswith(mine):
+                continue
+            try:
+                _sender.sendto(b"", str(folder / name))
+            except BlockingIOError:
+                pass  # its pusher has rings to read already
+            except OSError as exc:
+                if exc.errno == errno.ECONNREFUSED:
+                    (folder / name).unlink(missing_ok=True)
+                else:  # not ours to write to, say
+                    warn_once("doorbell %s not rung, its pusher will poll: %s", name, exc)
+    except Exception as exc:  # noqa: BLE001 - ringing is an optimisation
+        warn_once("doorbell not rung, pushers will poll: %s", exc)
 
 
 class RungORM(ORM):
     """The ORM broker, with a pusher that waits on its doorbell instead of sleeping."""
 
-    doorbell = Doorbell()
+    def __init__(self, list_key: str = None):
+        super().__init__(list_key=list_key)
+        self.doorbell = Doorbell(self.list_key)
 
     def enqueue(self, task):
         pk = super().enqueue(task)
-        transaction.on_commit(ring, using=Conf.ORM)
+        transaction.on_commit(lambda: ring(self.list_key), using=Conf.ORM)
         return pk
 
     def dequeue(self):

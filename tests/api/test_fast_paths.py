@@ -94,6 +94,8 @@ def test_quick_filter_selects_what_the_filter_form_does(query, chain, gated, use
         "status=failed",
         "status=failed,running",
         "status=succeeded,failed,running&workflow=chain",
+        "status=failed,failed",
+        "status=succeeded,failed,succeeded&workflow=chain",
         "workflow=chain",
         "workflow=nope",
     ],

@@ -2,7 +2,6 @@
 its next poll."""
 
 import os
-import socket
 import threading
 
 import pytest
@@ -27,10 +26,14 @@ steps:
 """
 
 
+QUEUE = "bells"
+
+
 @pytest.fixture
-def bells(tmp_path, settings):
-    settings.VAR_DIR = tmp_path
-    yield doorbell.directory()
+def bells(tmp_path, monkeypatch):
+    folder = tmp_path / "bells"
+    monkeypatch.setattr(doorbell, "directory", lambda: folder)
+    return folder
 
 
 def waiting(bell: doorbell.Doorbell, seconds: float) -> threading.Thread:
@@ -49,54 +52,76 @@ def waiting(bell: doorbell.Doorbell, seconds: float) -> threading.Thread:
 
 
 def test_a_ring_ends_the_wait(bells):
-    thread = waiting(doorbell.Doorbell(), 600)
-    doorbell.ring()
+    thread = waiting(doorbell.Doorbell(QUEUE), 600)
+    doorbell.ring(QUEUE)
     thread.join(60)  # a wait that was not rung would last ten minutes
     assert not thread.is_alive()
 
 
 def test_a_ring_before_the_wait_is_not_lost_and_clear_forgets_it(bells):
-    bell = doorbell.Doorbell()
+    bell = doorbell.Doorbell(QUEUE)
     bell.clear()
-    doorbell.ring()
+    doorbell.ring(QUEUE)
     bell.wait(600)  # returns at once: the ring is waiting on the socket
     assert bell.sock.recv(64) == b""
-    doorbell.ring()
+    doorbell.ring(QUEUE)
     bell.clear()
     with pytest.raises(BlockingIOError):  # nothing left to read
         bell.sock.recv(64)
 
 
+def test_only_the_pushers_of_the_queue_are_rung(bells):
+    ours, theirs = doorbell.Doorbell(QUEUE), doorbell.Doorbell("another-queue")
+    ours.clear(), theirs.clear()
+    doorbell.ring(QUEUE)
+    assert ours.sock.recv(64) == b""
+    with pytest.raises(BlockingIOError):
+        theirs.sock.recv(64)
+
+
 def test_a_socket_left_by_a_gone_pusher_is_removed(bells):
-    bells.mkdir(parents=True)
-    gone = bells / "999999999"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(gone))
-    live = doorbell.Doorbell()
+    gone = doorbell.Doorbell(QUEUE)
+    gone.clear()
+    gone.sock.close()  # its pusher exited; the path stays
+    gone.pid = None  # as a new process: binds a socket of its own
+    live = doorbell.Doorbell(QUEUE)
     live.clear()
-    doorbell.ring()
-    assert sorted(os.listdir(bells)) == [str(os.getpid())]
+    assert len(os.listdir(bells)) == 2
+    doorbell.ring(QUEUE)
+    assert os.listdir(bells) == [os.path.basename(live.sock.getsockname())]
     assert live.sock.recv(64) == b""
 
 
-def test_without_a_usable_socket_path_the_pusher_polls(tmp_path, settings):
-    settings.VAR_DIR = tmp_path / ("d" * 120)
-    bell = doorbell.Doorbell()
+def test_without_a_usable_socket_path_the_pusher_polls(tmp_path, monkeypatch):
+    monkeypatch.setattr(doorbell, "directory", lambda: tmp_path / ("d" * 120))
+    bell = doorbell.Doorbell(QUEUE)
     bell.clear()
     assert bell.sock is None
     bell.wait(0.01)  # sleeps for the poll interval
-    doorbell.ring()  # nobody listens: nothing happens
+    doorbell.ring(QUEUE)  # nobody listens: nothing happens
+
+
+def test_a_ring_that_fails_is_not_the_enqueuers_failure(bells, monkeypatch):
+    bell = doorbell.Doorbell(QUEUE)
+    bell.clear()
+
+    def no_more_sockets(*args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(doorbell, "_sender", None)
+    monkeypatch.setattr(doorbell.socket, "socket", no_more_sockets)
+    doorbell.ring(QUEUE)  # logged, not raised
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_ring_waits_for_the_commit(bells, monkeypatch):
     rung = []
-    monkeypatch.setattr(doorbell, "ring", lambda: rung.append(True))
+    monkeypatch.setattr(doorbell, "ring", lambda queue: rung.append(queue))
     broker = doorbell.RungORM(list_key="rung-test")
     with transaction.atomic():
         broker.enqueue("task")
         assert rung == []  # a pusher woken now would not see the task
-    assert rung == [True]
+    assert rung == ["rung-test"]
     broker.purge_queue()
 
 

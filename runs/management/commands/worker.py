@@ -114,7 +114,8 @@ def stop_cluster(cluster) -> None:
     stopper = threading.Thread(target=cluster.stop, daemon=True)
     stopper.start()
     while stopper.is_alive() and cluster.sentinel.is_alive():
-        doorbell.ring()  # a pusher waiting for tasks sees the stop now, not at its poll
+        # A pusher waiting on its doorbell sees the stop now, not at its next poll.
+        doorbell.ring(settings.Q_CLUSTER["name"])
         stopper.join(0.2)
     if stopper.is_alive():
         kill_children()
