@@ -4,6 +4,7 @@ actions and the calendar."""
 import pytest
 from django.utils import timezone
 
+from runs import selectors
 from runs.engine import transitions
 from runs.models import Run, RunEvent, StepRun
 from runs.status import RunStatus, StepStatus
@@ -91,6 +92,22 @@ def test_wait_answers_202_while_the_run_is_going(api, chain):
     assert response.status_code == 202
     assert response.json()["status"] == RunStatus.RUNNING
     assert api.post("/api/v1/runs?wait=61", {"workflow": "chain"}, format="json").status_code == 400
+
+
+def test_wait_reads_the_run_soon_after_the_start_then_less_often(chain, monkeypatch):
+    """A short run is answered a few milliseconds after it ends: the first reads come 5,
+    10, 20 and 40 ms apart, then once per 0.1 s."""
+    run = start()
+    clock, pauses = [0.0], []
+
+    def sleep(seconds):
+        pauses.append(round(seconds, 3))
+        clock[0] += seconds
+
+    monkeypatch.setattr(selectors.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(selectors.time, "sleep", sleep)
+    assert selectors.run_wait(run.pk, 0.5).status == RunStatus.RUNNING  # never finishes
+    assert pauses == [0.005, 0.01, 0.02, 0.04, 0.08, 0.1, 0.1, 0.1, 0.045]
 
 
 def test_wait_answers_202_for_a_run_waiting_for_approval_at_once(api, gated):
