@@ -13,6 +13,7 @@ listening pusher and never fails or blocks the enqueue.
 """
 
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -42,6 +43,7 @@ def directory() -> Path:
     return Path(settings.VAR_DIR) / "doorbell"
 
 
+@functools.cache  # asked at every enqueue
 def prefix(queue: str) -> str:
     """The start of the socket names of `queue`'s pushers on this host: the directory may
     be shared (several queues, a network file system), and only this host's can be rung."""
@@ -74,12 +76,13 @@ class Doorbell:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             warn_once("doorbell path over %d bytes, polling only: %s", MAX_SOCKET_PATH, path)
             return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.bind(str(path))
             sock.setblocking(False)
         except OSError as exc:
+            sock.close()
             warn_once("no doorbell at %s, polling only: %s", path, exc)
             return None
         self.sock, self.selector = sock, selectors.DefaultSelector()
